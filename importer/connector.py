@@ -1,0 +1,79 @@
+"""What a connector is, and how the engine finds the installed ones.
+
+A connector is an object with a ``name``, an ``options_model`` (pydantic,
+validated from the account's config section), ``account(options)`` naming the
+account it imports for, and ``fetch(ctx)``: a sync or async generator of
+:data:`~importer.Record`.  Connectors are registered under the entry-point
+group ``importer.connectors``; the built-in ones are registered the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from .model import Item, Record
+
+if TYPE_CHECKING:
+    from .context import RunContext
+    from .schema import Account
+
+__all__ = ["ENTRY_POINT_GROUP", "Connector", "ConnectorNotFound", "load_connector", "load_connectors"]
+
+ENTRY_POINT_GROUP = "importer.connectors"
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+class Connector(Generic[OptionsT]):
+    """Base class for connectors; override ``fetch`` (and ``account``)."""
+
+    name: ClassVar[str] = ""
+    options_model: type[BaseModel] = BaseModel
+    item_types: ClassVar[tuple[type[Item], ...]] = ()
+    """Custom item types the engine declares in the Pod before the first run."""
+
+    def account(self, options: OptionsT, account_name: str) -> Account:
+        """The Account this source imports for (its checkpoints live there)."""
+        from .schema import Account
+
+        return Account(service=self.name, handle=account_name)
+
+    def fetch(self, ctx: RunContext[OptionsT]) -> Iterator[Record] | AsyncIterator[Record]:
+        raise NotImplementedError
+
+    def check(self, ctx: RunContext[OptionsT]) -> None:
+        """Verify credentials and reachability; raise with a clear message."""
+
+    def describe_options(self) -> dict[str, Any]:
+        """Option name -> JSON schema, for ``importer connectors``."""
+        props: dict[str, Any] = self.options_model.model_json_schema().get("properties", {})
+        return props
+
+
+class ConnectorNotFound(LookupError):
+    pass
+
+
+def load_connectors() -> dict[str, Connector[Any]]:
+    """Every installed connector, by name."""
+    found: dict[str, Connector[Any]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        connector = obj() if isinstance(obj, type) else obj
+        found[ep.name] = connector
+    return found
+
+
+def load_connector(name: str) -> Connector[Any]:
+    connectors = load_connectors()
+    try:
+        return connectors[name]
+    except KeyError:
+        known = ", ".join(sorted(connectors)) or "none"
+        raise ConnectorNotFound(
+            f"no connector named {name!r} is installed (installed: {known})"
+        ) from None
