@@ -1,0 +1,279 @@
+"""Dedup: decides, per batch, what the Pod must create, update or link.
+
+Existence is asked of the Pod in one bulk search per batch and remembered in
+bounded caches.  Edges whose target is not in the Pod yet are kept as
+``PendingEdge`` items and created when the target arrives — in this run or a
+later one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..model import FilePayload, derive_id
+from ..schema import PendingEdge
+from ._batch import Batch, BatchItem, EdgeKey
+from ._cache import LRU
+
+
+class BulkSearcher(Protocol):
+    async def __call__(self, filters: list[dict[str, Any]]) -> list[list[dict[str, Any]]]: ...
+
+
+def mutable_digest(values: dict[str, Any]) -> str:
+    """A short, stable fingerprint of an item's mutable properties."""
+    if not values:
+        return ""
+    blob = json.dumps(values, sort_keys=True, default=str).encode()
+    return hashlib.blake2b(blob, digest_size=8).hexdigest()
+
+
+def pending_edge_id(key: EdgeKey) -> str:
+    return derive_id(PendingEdge.item_type, *key)
+
+
+@dataclass
+class Plan:
+    """One bulk request, plus what to do after it is acknowledged."""
+
+    batch: Batch
+    create_items: list[dict[str, Any]] = field(default_factory=list)
+    update_items: list[dict[str, Any]] = field(default_factory=list)
+    delete_items: list[str] = field(default_factory=list)
+    create_edges: list[EdgeKey] = field(default_factory=list)
+    uploads: list[FilePayload] = field(default_factory=list)
+    depends_on: int = 0
+    """Highest earlier bulk seq this one needs acknowledged first (0: none)."""
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    pending_added: list[EdgeKey] = field(default_factory=list)
+    pending_resolved: list[EdgeKey] = field(default_factory=list)
+
+    @property
+    def seq(self) -> int:
+        return self.batch.seq
+
+    @property
+    def checkpoint(self) -> str | None:
+        return self.batch.checkpoint
+
+    def has_writes(self) -> bool:
+        return bool(
+            self.create_items or self.update_items or self.delete_items or self.create_edges
+        )
+
+
+class Resolver:
+    """Turns batches into plans; the only owner of the dedup caches."""
+
+    def __init__(self, search: BulkSearcher, *, cache_size: int) -> None:
+        self._search = search
+        self.known: LRU[str, str] = LRU(cache_size)
+        """id -> mutable digest, for items that exist or are on their way."""
+        self.in_flight: dict[str, int] = {}
+        """id -> seq of the unacknowledged bulk that creates it."""
+        self.edges_known: LRU[EdgeKey, None] = LRU(cache_size)
+        self.stored_files: LRU[str, None] = LRU(cache_size)
+        self.pending_keys: set[EdgeKey] = set()
+        """Edges stored as PendingEdge items in the Pod."""
+        self.waiting: dict[str, set[EdgeKey]] = {}
+        """missing item id -> pending edges that wait for it."""
+
+    # -- pending edges -------------------------------------------------------
+
+    def load_pending(self, items: Iterable[dict[str, Any]]) -> None:
+        """Remember the PendingEdge items a previous run left in the Pod."""
+        for item in items:
+            if item.get("deleted"):
+                continue
+            key = (item.get("edgeSource"), item.get("edgeName"), item.get("edgeTarget"))
+            if all(isinstance(part, str) for part in key):
+                self.pending_keys.add(key)  # type: ignore[arg-type]
+                self.waiting.setdefault(key[2], set()).add(key)  # type: ignore[arg-type,index]
+
+    def pending_count(self) -> int:
+        return len(self.pending_keys)
+
+    async def settle_pending(self) -> Plan:
+        """A plan creating the loaded pending edges whose ends now both exist."""
+        plan = Plan(batch=Batch(seq=0))
+        ends = sorted({end for key in self.pending_keys for end in (key[0], key[2])})
+        existing = await self._lookup(ends, with_edges=False) if ends else {}
+        self.waiting.clear()
+        candidates = sorted(self.pending_keys)
+        await self._plan_edges(plan, candidates, lambda i: i in existing, set())
+        return plan
+
+    # -- resolution ----------------------------------------------------------
+
+    async def _lookup(self, ids: list[str], *, with_edges: bool) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            filters: list[dict[str, Any]] = []
+            for item_id in chunk:
+                flt: dict[str, Any] = {"id": item_id}
+                if with_edges:
+                    flt["[[edges]]"] = {}
+                filters.append(flt)
+            for item_id, results in zip(chunk, await self._search(filters), strict=True):
+                if results:
+                    found[item_id] = results[0]
+        return found
+
+    async def resolve(self, batch: Batch) -> Plan:
+        plan = Plan(batch=batch)
+        items = batch.items
+        waiting = [key for item_id in items for key in sorted(self.waiting.get(item_id, ()))]
+        referenced = {end for key in [*batch.edges, *waiting] for end in (key[0], key[2])}
+        unknown = [i for i in items if i not in self.known]
+        unknown += [i for i in referenced if i not in items and i not in self.known]
+        existing = await self._lookup(unknown, with_edges=False) if unknown else {}
+
+        creating: set[str] = set()
+        for item_id, entry in items.items():
+            self._plan_item(plan, item_id, entry, existing.get(item_id), creating)
+
+        def exists(item_id: str) -> bool:
+            return item_id in creating or item_id in self.known or item_id in existing
+
+        candidates = list(batch.edges)
+        for item_id in items:
+            if item_id in self.waiting and exists(item_id):
+                candidates.extend(sorted(self.waiting.pop(item_id)))
+        await self._plan_edges(plan, candidates, exists, creating)
+
+        touched = [key[0] for key in plan.create_edges] + [key[2] for key in plan.create_edges]
+        touched += [update["id"] for update in plan.update_items]
+        touched += plan.delete_items
+        plan.depends_on = max(
+            (self.in_flight.get(i, 0) for i in touched if i not in creating), default=0
+        )
+        for item_id in creating:
+            self.in_flight[item_id] = plan.seq
+        for data in plan.create_items:
+            self.in_flight.setdefault(data["id"], plan.seq)
+        return plan
+
+    async def _plan_edges(
+        self,
+        plan: Plan,
+        candidates: list[EdgeKey],
+        exists: Callable[[str], bool],
+        creating: set[str],
+    ) -> None:
+        """Create what can be created, keep the rest pending, skip what exists."""
+        to_check: list[EdgeKey] = []
+        seen: set[EdgeKey] = set()
+        for key in candidates:
+            if key in seen or key in self.edges_known:
+                continue
+            seen.add(key)
+            missing = next((end for end in (key[0], key[2]) if not exists(end)), None)
+            if missing is not None:
+                self._wait(plan, key, missing)
+                continue
+            if key in self.pending_keys:
+                self.pending_keys.discard(key)
+                plan.pending_resolved.append(key)
+                plan.delete_items.append(pending_edge_id(key))
+            if key[0] in creating:
+                self._plan_edge(plan, key)
+            else:
+                to_check.append(key)
+        if not to_check:
+            return
+        sources = sorted({key[0] for key in to_check})
+        with_edges = await self._lookup(sources, with_edges=True)
+        present = {
+            (src, edge.get("_edge"), (edge.get("_item") or {}).get("id"))
+            for src, item in with_edges.items()
+            for edge in item.get("[[edges]]", [])
+        }
+        for key in to_check:
+            if key in present:
+                self.edges_known.put(key, None)
+            else:
+                self._plan_edge(plan, key)
+
+    def _wait(self, plan: Plan, key: EdgeKey, missing: str) -> None:
+        self.waiting.setdefault(missing, set()).add(key)
+        if key in self.pending_keys:
+            return
+        self.pending_keys.add(key)
+        plan.pending_added.append(key)
+        pending = PendingEdge(edgeSource=key[0], edgeName=key[1], edgeTarget=key[2])
+        plan.create_items.append(pending.to_pod())
+
+    def _plan_item(
+        self,
+        plan: Plan,
+        item_id: str,
+        entry: BatchItem,
+        in_pod: dict[str, Any] | None,
+        creating: set[str],
+    ) -> None:
+        digest = mutable_digest(entry.mutable)
+        payload = plan.batch.files.get(item_id)
+        if in_pod is not None:
+            current = {k: in_pod.get(k) for k in entry.mutable}
+            known_digest = mutable_digest({k: v for k, v in current.items() if v is not None})
+            if payload is not None and not in_pod.get("keystr") and item_id not in self.stored_files:
+                plan.uploads.append(payload)
+        else:
+            cached = self.known.get(item_id)
+            if cached is None:
+                if entry.update_only:
+                    return
+                plan.create_items.append(entry.data)
+                plan.created += 1
+                creating.add(item_id)
+                self.known.put(item_id, digest)
+                if payload is not None:
+                    plan.uploads.append(payload)
+                return
+            known_digest = cached
+        if entry.mutable and digest != known_digest:
+            plan.update_items.append({"id": item_id, **entry.mutable})
+            plan.updated += 1
+        else:
+            plan.unchanged += 1
+        self.known.put(item_id, digest)
+
+    def _plan_edge(self, plan: Plan, key: EdgeKey) -> None:
+        plan.create_edges.append(key)
+        self.edges_known.put(key, None)
+
+    # -- outcome -------------------------------------------------------------
+
+    def acknowledged(self, plan: Plan) -> None:
+        for data in plan.create_items:
+            if self.in_flight.get(data["id"]) == plan.seq:
+                del self.in_flight[data["id"]]
+        for payload in plan.uploads:
+            self.stored_files.put(payload.file.ensure_id(), None)
+
+    def forget(self, plan: Plan) -> None:
+        """Undo a plan's effect on the caches after its bulk was refused."""
+        for data in plan.create_items:
+            self.known.discard(data["id"])
+            if self.in_flight.get(data["id"]) == plan.seq:
+                del self.in_flight[data["id"]]
+        for update in plan.update_items:
+            self.known.discard(update["id"])
+        for key in plan.create_edges:
+            self.edges_known.discard(key)
+        for key in plan.pending_added:
+            self.pending_keys.discard(key)
+            for end in (key[0], key[2]):
+                waiting = self.waiting.get(end)
+                if waiting is not None:
+                    waiting.discard(key)
+        for key in plan.pending_resolved:
+            self.pending_keys.add(key)
+            self.waiting.setdefault(key[2], set()).add(key)

@@ -1,0 +1,448 @@
+"""One import run: Account and run record, then source -> batches -> Pod."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import BaseModel
+
+from ..connector import Connector
+from ..context import RunContext, SkippedRecord
+from ..model import Item
+from ..pod.errors import PodError
+from ..schema import CENTRAL_TYPES, Account, Importer, ImporterRun, PendingEdge
+from ._batch import Batch, BatchBuilder
+from ._lock import RunLock
+from ._resolve import Resolver
+from ._source import Chunk, pump
+from ._stats import RunStats
+from ._writer import Writer
+
+log = logging.getLogger("importer.engine")
+
+_SKIP_LOG_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Batching and concurrency; defaults chosen by ``benchmarks/engine.py``."""
+
+    batch_records: int = 1000
+    batch_bytes: int = 8 * 2**20
+    flush_interval: float = 1.0
+    max_in_flight: int = 2
+    upload_concurrency: int = 4
+    cache_size: int = 200_000
+    source_chunk: int = 256
+    source_buffer: int = 8
+    run_update_interval: float = 5.0
+
+
+class ImportFailed(Exception):
+    """The run could not finish; the message says why (never a secret)."""
+
+
+@dataclass
+class RunResult:
+    account_name: str
+    account_id: str
+    run_id: str | None
+    stats: RunStats
+    skipped: list[SkippedRecord] = field(default_factory=list)
+    skip_count: int = 0
+    status: str = "done"
+    error: str | None = None
+    retries: int = 0
+    dry_run: bool = False
+
+    def summary(self) -> str:
+        verb = "would import" if self.dry_run else "imported"
+        line = f"{self.account_name}: {verb} {self.stats.summary()}"
+        if self.skip_count:
+            line += f", {self.skip_count} skipped"
+        if self.error:
+            line += f" — failed: {self.error}"
+        return line
+
+
+ProgressCallback = Callable[[RunStats, RunContext[Any]], None]
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that made a task group fail (cancellations are its echoes)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if not isinstance(exc, anyio.get_cancelled_exc_class()):
+            return exc
+    return leaves[0]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def _declare_schema(client: Any, types: list[type[Item]]) -> None:
+    nodes = {t.item_type: {"properties": t.pod_schema()} for t in types}
+    await client.add_schema(nodes)
+
+
+async def run_import(
+    client: Any,
+    connector: Connector[Any],
+    options: BaseModel,
+    account_name: str,
+    *,
+    lock_dir: Path,
+    settings: EngineSettings | None = None,
+    full_refresh: bool = False,
+    limit: int | None = None,
+    dry_run: bool = False,
+    on_progress: ProgressCallback | None = None,
+    logger: logging.Logger | None = None,
+) -> RunResult:
+    """Import one account: everything new in the source lands in the Pod once."""
+    settings = settings or EngineSettings()
+    account = connector.account(options, account_name)
+    account.isMe = True if account.isMe is None else account.isMe
+    account_id = account.ensure_id()
+    with RunLock(lock_dir, f"{connector.name}-{account_id}"):
+        run = _Run(
+            client,
+            connector,
+            options,
+            account_name,
+            account,
+            settings=settings,
+            full_refresh=full_refresh,
+            limit=limit,
+            dry_run=dry_run,
+            on_progress=on_progress,
+            logger=logger or logging.getLogger(f"importer.connector.{connector.name}"),
+        )
+        return await run.execute()
+
+
+class _Run:
+    def __init__(
+        self,
+        client: Any,
+        connector: Connector[Any],
+        options: BaseModel,
+        account_name: str,
+        account: Account,
+        *,
+        settings: EngineSettings,
+        full_refresh: bool,
+        limit: int | None,
+        dry_run: bool,
+        on_progress: ProgressCallback | None,
+        logger: logging.Logger,
+    ) -> None:
+        self.client = client
+        self.connector = connector
+        self.options = options
+        self.account_name = account_name
+        self.account = account
+        self.account_id = account.ensure_id()
+        self.settings = settings
+        self.full_refresh = full_refresh
+        self.limit = limit
+        self.dry_run = dry_run
+        self.on_progress = on_progress
+        self.logger = logger
+        self.stats = RunStats()
+        self.run_id: str | None = None
+        self.declared: set[type[Item]] = set()
+
+    # -- set-up --------------------------------------------------------------
+
+    async def _ensure_account(self) -> dict[str, Any]:
+        """Create Account and Importer (linked) if missing; return the Account."""
+        importer = Importer(
+            name=f"{self.connector.name}:{self.account_name}",
+            connector=self.connector.name,
+            externalId=self.account_id,
+        )
+        importer_id = importer.ensure_id()
+        found = await self.client.bulk(search=[{"id": self.account_id}, {"id": importer_id}])
+        acc_found, imp_found = found.search_results
+        create: list[dict[str, Any]] = []
+        if not acc_found:
+            create.append(self.account.to_pod())
+        if not imp_found:
+            create.append(importer.to_pod())
+        if create and not self.dry_run:
+            edges = []
+            if not imp_found:
+                edges.append({"_source": importer_id, "_name": "account", "_target": self.account_id})
+            await self.client.bulk(create_items=create, create_edges=edges or None)
+        self.importer_id = importer_id
+        return acc_found[0] if acc_found else self.account.to_pod()
+
+    async def _close_interrupted_runs(self) -> None:
+        """Runs still 'running' while we hold the lock died mid-way: say so."""
+        edges = await self.client.get_edges(self.importer_id, direction="Incoming", expand_items=True)
+        stale = [
+            edge["item"]["id"]
+            for edge in edges
+            if edge.get("name") == "importer" and edge["item"].get("status") == "running"
+        ]
+        if stale:
+            await self.client.bulk(
+                update_items=[
+                    {"id": run_id, "status": "interrupted", "error": "the process ended mid-run"}
+                    for run_id in stale
+                ]
+            )
+
+    async def _start_run_item(self) -> None:
+        if self.dry_run:
+            return
+        await self._close_interrupted_runs()
+        run = ImporterRun(
+            status="running",
+            connector=self.connector.name,
+            startDate=_now_ms(),
+            progress=0.0,
+        )
+        self.run_id = run.ensure_id()
+        await self.client.bulk(
+            create_items=[run.to_pod()],
+            create_edges=[{"_source": self.run_id, "_name": "importer", "_target": self.importer_id}],
+        )
+
+    def _run_update(self, ctx: RunContext[Any]) -> dict[str, Any]:
+        update: dict[str, Any] = {
+            "id": self.run_id,
+            "createdCount": self.stats.created,
+            "updatedCount": self.stats.updated,
+            "unchangedCount": self.stats.unchanged,
+            "skippedCount": ctx.skip_count,
+            "retryCount": int(getattr(self.client, "retry_count", 0)),
+        }
+        fraction = ctx.progress_fraction()
+        if fraction is not None:
+            update["progress"] = fraction
+        return update
+
+    async def _load_pending(self, resolver: Resolver) -> None:
+        pages = self.client.search_pages({"type": PendingEdge.item_type, "deleted": False})
+        async for page in pages:
+            resolver.load_pending(page)
+
+    # -- the run -------------------------------------------------------------
+
+    async def execute(self) -> RunResult:
+        await _declare_schema(self.client, [*CENTRAL_TYPES, *self.connector.item_types])
+        self.declared.update(CENTRAL_TYPES)
+        self.declared.update(self.connector.item_types)
+        account_item = await self._ensure_account()
+        state_json = account_item.get("importerState") or "{}"
+        try:
+            state = json.loads(state_json)
+        except ValueError:
+            self.logger.warning("account %s: unreadable checkpoint state, starting over", self.account_name)
+            state = {}
+        ctx: RunContext[Any] = RunContext(
+            options=self.options,
+            account=Account.model_validate(
+                {k: v for k, v in account_item.items() if k in Account.model_fields}
+            ),
+            account_name=self.account_name,
+            connector_name=self.connector.name,
+            checkpoints=dict(state.get(self.connector.name, {})),
+            full_refresh=self.full_refresh,
+            limit=self.limit,
+            log=self.logger,
+            _last_added=self._last_added,
+        )
+        await self._start_run_item()
+        error: str | None = None
+        try:
+            try:
+                await self._pipeline(ctx, state)
+            except BaseExceptionGroup as group:
+                raise _first_cause(group) from None
+        except PodError as exc:
+            error = str(exc)
+        except ImportFailed as exc:
+            error = str(exc)
+        except Exception as exc:
+            # The connector's own failure (bad credentials, unreachable
+            # source): recorded on the run, reported in one line.
+            self.logger.debug("run failed", exc_info=True)
+            error = str(exc).strip() or type(exc).__name__
+        await self._finish_run_item(ctx, error)
+        return RunResult(
+            account_name=self.account_name,
+            account_id=self.account_id,
+            run_id=self.run_id,
+            stats=self.stats,
+            skipped=ctx.skipped,
+            skip_count=ctx.skip_count,
+            status="failed" if error else "done",
+            error=error,
+            retries=int(getattr(self.client, "retry_count", 0)),
+            dry_run=self.dry_run,
+        )
+
+    async def _last_added(self, item_type: str, filters: dict[str, Any]) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = await self.client.last_added(item_type, **filters)
+        return result
+
+    async def _finish_run_item(self, ctx: RunContext[Any], error: str | None) -> None:
+        if self.run_id is None:
+            return
+        update = self._run_update(ctx)
+        update.update(
+            status="failed" if error else "done",
+            endDate=_now_ms(),
+            skipLog=json.dumps(
+                [{"ref": s.ref, "reason": s.reason} for s in ctx.skipped[:_SKIP_LOG_LIMIT]]
+            ),
+        )
+        if error:
+            update["error"] = error[:2000]
+        elif ctx.progress_fraction() is not None:
+            update["progress"] = 1.0
+        try:
+            with anyio.fail_after(30):
+                await self.client.update_item(update)
+        except (PodError, TimeoutError) as exc:
+            self.logger.warning("could not record the run's outcome in the Pod: %s", exc)
+
+    async def _pipeline(self, ctx: RunContext[Any], state: dict[str, Any]) -> None:
+        resolver = Resolver(self._bulk_search, cache_size=self.settings.cache_size)
+        await self._load_pending(resolver)
+        self.stats.edges_pending = resolver.pending_count()
+        builder = BatchBuilder(
+            self.connector.name,
+            state,
+            max_records=self.settings.batch_records,
+            max_bytes=self.settings.batch_bytes,
+        )
+        send, receive = anyio.create_memory_object_stream[Chunk](self.settings.source_buffer)
+        async with anyio.create_task_group() as tg:
+            writer = Writer(
+                self.client,
+                resolver,
+                self.stats,
+                tg,
+                account_id=self.account_id,
+                max_in_flight=self.settings.max_in_flight,
+                upload_concurrency=self.settings.upload_concurrency,
+                dry_run=self.dry_run,
+            )
+            settle = await resolver.settle_pending()
+            if settle.has_writes() and not self.dry_run:
+                await self.client.bulk(
+                    delete_items=settle.delete_items or None,
+                    create_edges=[
+                        {"_source": s, "_name": n, "_target": t} for s, n, t in settle.create_edges
+                    ]
+                    or None,
+                )
+                self.stats.edges_created += len(settle.create_edges)
+            source_errors: list[Exception] = []
+
+            async def run_source() -> None:
+                # A failing source ends the stream like a finished one, so
+                # what it yielded before failing is still written; the
+                # failure is raised once that is done.
+                try:
+                    await pump(self.connector.fetch(ctx), send, self.settings.source_chunk)
+                except Exception as exc:
+                    source_errors.append(exc)
+
+            tg.start_soon(run_source)
+            reporter = anyio.CancelScope()
+            tg.start_soon(self._report_progress, ctx, reporter)
+            async with receive:
+                await self._plan_and_write(receive, builder, writer, ctx)
+            await writer.finish()
+            reporter.cancel()
+        self.stats.edges_pending = resolver.pending_count()
+        if source_errors:
+            raise source_errors[0]
+
+    async def _plan_and_write(
+        self,
+        receive: Any,
+        builder: BatchBuilder,
+        writer: Writer,
+        ctx: RunContext[Any],
+    ) -> None:
+        interval = self.settings.flush_interval
+        while True:
+            deadline = builder.current.started + interval
+            chunk: Chunk | None = None
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                try:
+                    chunk = await receive.receive()
+                except anyio.EndOfStream:
+                    break
+            if chunk is None:
+                if not builder.current.is_empty():
+                    await self._flush(builder.take(), writer)
+                else:
+                    builder.current.started = time.monotonic()
+                continue
+            for record in chunk:
+                builder.add(record)
+                self.stats.records += 1
+                if builder.is_full():
+                    await self._flush(builder.take(), writer)
+            if self.on_progress is not None:
+                self.on_progress(self.stats, ctx)
+        if not builder.current.is_empty():
+            await self._flush(builder.take(), writer)
+
+    async def _flush(self, batch: Batch, writer: Writer) -> None:
+        await self._declare_new_types(batch)
+        plan = await writer.resolve(batch)
+        await writer.submit(plan)
+
+    async def _declare_new_types(self, batch: Batch) -> None:
+        new = {entry.model for entry in batch.items.values()} - self.declared
+        if new and not self.dry_run:
+            await _declare_schema(self.client, sorted(new, key=lambda t: t.item_type))
+        self.declared.update(new)
+
+    async def _bulk_search(self, filters: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        result = await self.client.bulk(search=filters)
+        found: list[list[dict[str, Any]]] = result.search_results
+        return found
+
+    async def _report_progress(self, ctx: RunContext[Any], scope: anyio.CancelScope) -> None:
+        with scope:
+            await self._report_progress_forever(ctx)
+
+    async def _report_progress_forever(self, ctx: RunContext[Any]) -> None:
+        while True:
+            await anyio.sleep(self.settings.run_update_interval)
+            if self.on_progress is not None:
+                self.on_progress(self.stats, ctx)
+            if self.run_id is not None:
+                try:
+                    await self.client.update_item(self._run_update(ctx))
+                except PodError as exc:
+                    self.logger.debug("run progress not recorded: %s", exc)
+
+
+__all__ = ["EngineSettings", "ImportFailed", "RunResult", "run_import"]

@@ -1,0 +1,122 @@
+"""Runs a connector's ``fetch`` — sync or async — into a bounded stream.
+
+A sync generator runs in a worker thread and hands records over in chunks;
+the bounded stream gives backpressure, so a fast source waits for the Pod
+instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from anyio.abc import ObjectSendStream
+
+from ..model import Record
+
+Chunk = list[Record]
+
+_CHUNK_SECONDS = 0.05
+
+
+async def pump(
+    produced: Iterator[Record] | AsyncIterator[Record] | Any,
+    send: ObjectSendStream[Chunk],
+    chunk_size: int,
+) -> None:
+    """Drive ``produced`` to exhaustion, sending lists of records; closes ``send``."""
+    async with send:
+        if inspect.isasyncgen(produced) or hasattr(produced, "__anext__"):
+            await _pump_async(produced, send, chunk_size)
+        elif hasattr(produced, "__next__"):
+            await _SyncPump(produced, send, chunk_size).run()
+        else:
+            raise TypeError("fetch() must return a generator (sync or async)")
+
+
+async def _pump_async(
+    produced: AsyncIterator[Record], send: ObjectSendStream[Chunk], chunk_size: int
+) -> None:
+    chunk: Chunk = []
+    started = time.monotonic()
+    try:
+        async for record in produced:
+            chunk.append(record)
+            if len(chunk) >= chunk_size or time.monotonic() - started > _CHUNK_SECONDS:
+                await send.send(chunk)
+                chunk, started = [], time.monotonic()
+        if chunk:
+            await send.send(chunk)
+    finally:
+        aclose = getattr(produced, "aclose", None)
+        if aclose is not None:
+            with anyio.CancelScope(shield=True):
+                await aclose()
+
+
+class _SyncPump:
+    """A worker thread fills a shared chunk; the event loop ships it.
+
+    The thread ships a full chunk itself (waiting while the stream is full:
+    backpressure); a timer in the event loop ships a partial one, so records
+    reach the engine promptly even while the source blocks.  Every shipment
+    swaps and sends under one async lock, which keeps records in order.
+    """
+
+    def __init__(
+        self, produced: Iterator[Record], send: ObjectSendStream[Chunk], chunk_size: int
+    ) -> None:
+        self.produced = produced
+        self.send = send
+        self.chunk_size = chunk_size
+        self._chunk: Chunk = []
+        self._chunk_lock = threading.Lock()
+        self._ship_lock = anyio.Lock()
+
+    async def _ship(self) -> None:
+        async with self._ship_lock:
+            with self._chunk_lock:
+                chunk, self._chunk = self._chunk, []
+            if chunk:
+                await self.send.send(chunk)
+
+    async def run(self) -> None:
+        stop = anyio.Event()
+
+        async def tick() -> None:
+            while not stop.is_set():
+                with anyio.move_on_after(_CHUNK_SECONDS):
+                    await stop.wait()
+                await self._ship()
+
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            try:
+                await anyio.to_thread.run_sync(self._drain)
+            except Exception as exc:
+                failure = exc  # ship what came before it first
+            finally:
+                stop.set()
+        await self._ship()
+        if failure is not None:
+            raise failure
+
+    def _drain(self) -> None:
+        try:
+            for record in self.produced:
+                with self._chunk_lock:
+                    self._chunk.append(record)
+                    full = len(self._chunk) >= self.chunk_size
+                if full:
+                    anyio.from_thread.run(self._ship)
+        finally:
+            close = getattr(self.produced, "close", None)
+            if close is not None:
+                close()

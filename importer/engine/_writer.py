@@ -1,0 +1,218 @@
+"""Sends plans as atomic bulks: several in flight, in dependency order.
+
+Rules that keep a crash harmless:
+
+* a bulk whose edges (or updates) touch items created by an earlier bulk is
+  sent only after that bulk is acknowledged;
+* a checkpoint is attached to a bulk only when every earlier bulk is
+  acknowledged and every upload they carried has finished; until then it is
+  carried forward (to a later bulk, or a bulk of its own once all is quiet).
+  It therefore commits together with, or after, all the data it covers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..pod.errors import PodConflict
+from ._resolve import Plan, Resolver
+from ._stats import RunStats
+
+log = logging.getLogger("importer.engine")
+
+_MAX_CONFLICT_RETRIES = 3
+
+
+@dataclass(slots=True)
+class _Carried:
+    state_json: str
+    covers: int
+    """The checkpoint covers everything in bulks up to and including this seq."""
+
+
+class Writer:
+    def __init__(
+        self,
+        client: Any,
+        resolver: Resolver,
+        stats: RunStats,
+        tg: TaskGroup,
+        *,
+        account_id: str,
+        max_in_flight: int,
+        upload_concurrency: int,
+        dry_run: bool = False,
+    ) -> None:
+        self.client = client
+        self.resolver = resolver
+        self.stats = stats
+        self.tg = tg
+        self.account_id = account_id
+        self.dry_run = dry_run
+        self.resolve_lock = anyio.Lock()
+        self._slots = anyio.Semaphore(max_in_flight)
+        self._uploads = anyio.Semaphore(upload_concurrency)
+        self._acked: dict[int, anyio.Event] = {}
+        self._completed: set[int] = set()
+        self._watermark = 0
+        """Every bulk with seq <= watermark is acknowledged with its uploads done."""
+        self._submitted: list[int] = []
+        self._carried: _Carried | None = None
+        self._idle = anyio.Event()
+        self._in_flight = 0
+        self.checkpoints_written = 0
+
+    async def resolve(self, batch: Any) -> Plan:
+        async with self.resolve_lock:
+            plan: Plan = await self.resolver.resolve(batch)
+            return plan
+
+    async def submit(self, plan: Plan) -> None:
+        """Queue ``plan``; returns once it is in flight (backpressure)."""
+        if plan.checkpoint is not None:
+            self._carry(_Carried(plan.checkpoint, plan.seq))
+        if not plan.has_writes() and not plan.uploads:
+            self._count(plan)
+            self._mark_acked(plan.seq)
+            self._mark_completed(plan.seq)
+            await self._maybe_flush_checkpoint()
+            return
+        if plan.depends_on:
+            await self._wait_acked(plan.depends_on)
+        await self._slots.acquire()
+        self._acked.setdefault(plan.seq, anyio.Event())
+        self._submitted.append(plan.seq)
+        self._in_flight += 1
+        self.tg.start_soon(self._run_plan, plan)
+
+    async def finish(self) -> None:
+        """Wait for everything in flight, then write the last checkpoint."""
+        while self._in_flight:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+        await self._maybe_flush_checkpoint()
+
+    # -- internals -----------------------------------------------------------
+
+    def _carry(self, carried: _Carried) -> None:
+        if self._carried is None or carried.covers >= self._carried.covers:
+            self._carried = carried
+
+    def _eligible_checkpoint(self) -> str | None:
+        carried = self._carried
+        if carried is None or carried.covers > self._watermark:
+            return None
+        self._carried = None
+        return carried.state_json
+
+    async def _wait_acked(self, seq: int) -> None:
+        for earlier in list(self._submitted):
+            if earlier <= seq:
+                await self._acked[earlier].wait()
+
+    def _mark_acked(self, seq: int) -> None:
+        self._acked.setdefault(seq, anyio.Event()).set()
+
+    def _mark_completed(self, seq: int) -> None:
+        self._completed.add(seq)
+        # The watermark only advances over seqs that are all completed; seqs
+        # with no writes are marked completed too, so there are no gaps.
+        while self._watermark + 1 in self._completed:
+            self._watermark += 1
+            self._completed.discard(self._watermark)
+            self._acked.pop(self._watermark, None)
+            if self._watermark in self._submitted:
+                self._submitted.remove(self._watermark)
+
+    async def _maybe_flush_checkpoint(self) -> None:
+        if self._in_flight or self.dry_run:
+            return
+        state = self._eligible_checkpoint()
+        if state is None:
+            return
+        await self._send_bulk({"updateItems": [self._checkpoint_update(state)]})
+        self.checkpoints_written += 1
+
+    def _checkpoint_update(self, state: str) -> dict[str, Any]:
+        return {"id": self.account_id, "importerState": state}
+
+    async def _run_plan(self, plan: Plan) -> None:
+        try:
+            plan = await self._send_plan(plan)
+            self._mark_acked(plan.seq)
+            self.resolver.acknowledged(plan)
+            self._count(plan)
+            self.stats.bulks += 1
+            if plan.uploads and not self.dry_run:
+                async with anyio.create_task_group() as uploads:
+                    for payload in plan.uploads:
+                        uploads.start_soon(self._upload, payload)
+            self._mark_completed(plan.seq)
+        finally:
+            self._in_flight -= 1
+            self._slots.release()
+            if not self._in_flight:
+                self._idle.set()
+        await self._maybe_flush_checkpoint()
+
+    def _count(self, plan: Plan) -> None:
+        self.stats.created += plan.created
+        self.stats.updated += plan.updated
+        self.stats.unchanged += plan.unchanged
+        self.stats.edges_created += len(plan.create_edges)
+
+    async def _send_plan(self, plan: Plan) -> Plan:
+        for attempt in range(_MAX_CONFLICT_RETRIES + 1):
+            body: dict[str, Any] = {}
+            if plan.create_items:
+                body["createItems"] = plan.create_items
+            updates = list(plan.update_items)
+            state = self._eligible_checkpoint() if not self.dry_run else None
+            if state is not None:
+                updates.append(self._checkpoint_update(state))
+            if updates:
+                body["updateItems"] = updates
+            if plan.delete_items:
+                body["deleteItems"] = plan.delete_items
+            if plan.create_edges:
+                body["createEdges"] = [
+                    {"_source": s, "_name": n, "_target": t} for s, n, t in plan.create_edges
+                ]
+            try:
+                if body and not self.dry_run:
+                    await self._send_bulk(body)
+                if state is not None:
+                    self.checkpoints_written += 1
+                return plan
+            except PodConflict:
+                # The bulk was refused whole (or an earlier try of it was
+                # applied and its answer lost): ask the Pod again and resend
+                # only what is still missing.
+                if state is not None:
+                    self._carry(_Carried(state, self._watermark))
+                if attempt == _MAX_CONFLICT_RETRIES:
+                    raise
+                log.info("bulk %d conflicted with the Pod; re-checking and resending", plan.seq)
+                async with self.resolve_lock:
+                    self.resolver.forget(plan)
+                    plan = await self.resolver.resolve(plan.batch)
+        raise AssertionError("unreachable")
+
+    async def _send_bulk(self, body: dict[str, Any]) -> None:
+        await self.client.bulk(
+            create_items=body.get("createItems"),
+            update_items=body.get("updateItems"),
+            delete_items=body.get("deleteItems"),
+            create_edges=body.get("createEdges"),
+        )
+
+    async def _upload(self, payload: Any) -> None:
+        async with self._uploads:
+            stored = await self.client.upload_file(payload.content, payload.sha256)
+        if stored:
+            self.stats.files_uploaded += 1

@@ -1,0 +1,108 @@
+"""Small connectors used by the engine tests: sync and async, with a cursor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import ClassVar
+
+import anyio
+from pydantic import BaseModel
+
+from importer import Checkpoint, Connector, Edge, File, Item, Record, RunContext, Update
+
+
+class Note(Item):
+    """A custom item type: the engine declares its schema before first use."""
+
+    key_fields: ClassVar[tuple[str, ...]] = ("externalId",)
+    mutable_fields: ClassVar[frozenset[str]] = frozenset({"starred"})
+
+    externalId: str | None = None
+    title: str | None = None
+    body: str | None = None
+    starred: bool | None = None
+
+
+class Tag(Item):
+    key_fields: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str | None = None
+
+
+class NotesOptions(BaseModel):
+    count: int = 100
+    tags: int = 5
+    checkpoint_every: int = 10
+    starred_every: int = 0
+    """Mark every n-th note starred (0: none) — to test mutable updates."""
+    with_files: bool = False
+    parent_offset: int = 0
+    """Link note i to note i+offset ('answers') — a target that comes later."""
+    start: int = 0
+    delay: float = 0.0
+
+
+def note_id(i: int) -> str:
+    return Note(externalId=f"note-{i}").ensure_id()
+
+
+def _records(options: NotesOptions, start: int) -> Iterator[Record]:
+    for i in range(start, options.count):
+        note = Note(
+            externalId=f"note-{i}",
+            title=f"Note {i}",
+            body="x" * (i % 50),
+            starred=bool(options.starred_every and i % options.starred_every == 0),
+        )
+        yield note
+        yield Edge(note, "tag", Tag(name=f"tag-{i % options.tags}"))
+        if options.parent_offset:
+            yield Edge(note, "answers", note_id(i + options.parent_offset))
+        if options.with_files:
+            payload = File.payload(f"attachment of note {i % 7}".encode(), filename=f"n{i % 7}.txt")
+            yield payload
+            yield Edge(note, "attachment", payload.file)
+        if (i + 1) % options.checkpoint_every == 0 or i + 1 == options.count:
+            yield Checkpoint({"next": i + 1})
+
+
+class SyncNotes(Connector[NotesOptions]):
+    """Notes from a sync generator (runs in a worker thread)."""
+
+    name = "notes"
+    options_model = NotesOptions
+    item_types = (Note, Tag)
+
+    def fetch(self, ctx: RunContext[NotesOptions]) -> Iterator[Record]:
+        state = ctx.checkpoint() or {}
+        for record in _records(ctx.options, max(ctx.options.start, state.get("next", 0))):
+            if ctx.options.delay and isinstance(record, Note):
+                import time
+
+                time.sleep(ctx.options.delay)
+            yield record
+
+
+class AsyncNotes(Connector[NotesOptions]):
+    """Notes from an async generator; declares no types (the engine finds them)."""
+
+    name = "anotes"
+    options_model = NotesOptions
+
+    async def fetch(self, ctx: RunContext[NotesOptions]) -> AsyncIterator[Record]:  # type: ignore[override]
+        state = ctx.checkpoint() or {}
+        for record in _records(ctx.options, max(ctx.options.start, state.get("next", 0))):
+            if ctx.options.delay and isinstance(record, Note):
+                await anyio.sleep(ctx.options.delay)
+            yield record
+
+
+class Flagger(Connector[NotesOptions]):
+    """Reports flag changes only (Update records), like IMAP CONDSTORE."""
+
+    name = "notes"
+    options_model = NotesOptions
+
+    def fetch(self, ctx: RunContext[NotesOptions]) -> Iterator[Record]:
+        for i in range(ctx.options.start, ctx.options.count):
+            yield Update(Note(externalId=f"note-{i}", starred=True))

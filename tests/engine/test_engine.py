@@ -1,0 +1,283 @@
+"""The engine against a real local Pod: exactly once, in order, incrementally."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from importer import Checkpoint
+from importer.engine import EngineSettings, RunLocked
+from importer.model import derive_id
+from importer.testing import check_connector, local_pod, run_connector, snapshot
+
+from .connectors import AsyncNotes, Flagger, Note, SyncNotes, Tag, note_id
+
+SMALL = EngineSettings(batch_records=40, max_in_flight=3, flush_interval=0.2)
+
+
+@pytest.fixture(params=["embedded", "socket"])
+def over_socket(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param == "socket")
+
+
+def pod_for(tmp_path: Path, over_socket: bool) -> Any:
+    # Entered inside each test: the client's task group must open and close
+    # in the same task, which async fixtures do not guarantee.
+    return local_pod(tmp_path / "pod", over_socket=over_socket)
+
+
+@pytest.mark.parametrize("connector", [SyncNotes(), AsyncNotes()], ids=["sync", "async"])
+async def test_first_run_lands_everything_and_second_run_nothing(
+    over_socket: bool, tmp_path: Path, connector: Any
+) -> None:
+    async with pod_for(tmp_path, over_socket) as pod:
+        options = {"count": 120, "tags": 4, "with_files": True}
+        first = await run_connector(
+            connector, options, client=pod, data_dir=tmp_path, settings=SMALL
+        )
+        assert first.error is None
+        snap = await snapshot(pod)
+        notes = snap.of_type("Note")
+        assert sorted(n["externalId"] for n in notes) == sorted(f"note-{i}" for i in range(120))
+        assert {n["id"] for n in notes} == {note_id(i) for i in range(120)}
+        assert len(snap.of_type("Tag")) == 4
+        assert len(snap.edges_named("tag")) == 120
+        assert len(snap.edges_named("attachment")) == 120
+        files = snap.of_type("File")
+        assert len(files) == 7  # the same bytes in many notes are one File
+        for item in files:  # content really stored in the Pod
+            data = await pod.get_file(item["sha256"])
+            assert data is not None and data.startswith(b"attachment of note")
+        assert first.stats.created == 120 + 4 + 7
+
+        second = await run_connector(
+            connector, options, client=pod, data_dir=tmp_path, settings=SMALL
+        )
+        assert second.error is None
+        assert second.stats.created == 0 and second.stats.edges_created == 0
+        assert (await snapshot(pod)).comparable() == snap.comparable()
+
+
+async def test_full_refresh_rescans_without_duplicating(over_socket: bool, tmp_path: Path) -> None:
+    async with pod_for(tmp_path, over_socket) as pod:
+        options = {"count": 60}
+        await run_connector(SyncNotes(), options, client=pod, data_dir=tmp_path, settings=SMALL)
+        before = await snapshot(pod)
+        again = await run_connector(
+            SyncNotes(), options, client=pod, data_dir=tmp_path, settings=SMALL, full_refresh=True
+        )
+        assert again.stats.created == 0
+        assert again.stats.unchanged >= 60
+        assert (await snapshot(pod)).comparable() == before.comparable()
+
+
+async def test_checkpoint_lives_on_the_account_and_resumes(
+    over_socket: bool, tmp_path: Path
+) -> None:
+    async with pod_for(tmp_path, over_socket) as pod:
+        await run_connector(
+            SyncNotes(), {"count": 30}, client=pod, data_dir=tmp_path, settings=SMALL
+        )
+        account = await pod.get_item(derive_id("Account", "notes", "test"))
+        assert account is not None and account["isMe"] is True
+        assert json.loads(account["importerState"]) == {"notes": {"default": {"next": 30}}}
+        # More data at the source: only the new notes are fetched and created.
+        result = await run_connector(
+            SyncNotes(), {"count": 45}, client=pod, data_dir=tmp_path, settings=SMALL
+        )
+        assert result.stats.created == 15
+        account = await pod.get_item(derive_id("Account", "notes", "test"))
+        assert json.loads(account["importerState"])["notes"]["default"] == {"next": 45}
+
+
+async def test_changed_mutable_properties_update_existing_items(
+    over_socket: bool, tmp_path: Path
+) -> None:
+    async with pod_for(tmp_path, over_socket) as pod:
+        await run_connector(
+            SyncNotes(), {"count": 20}, client=pod, data_dir=tmp_path, settings=SMALL
+        )
+        result = await run_connector(
+            SyncNotes(),
+            {"count": 20, "starred_every": 5},
+            client=pod,
+            data_dir=tmp_path,
+            settings=SMALL,
+            full_refresh=True,
+        )
+        assert result.stats.updated == 4 and result.stats.created == 0
+        starred = await pod.search({"type": "Note", "starred": True})
+        assert sorted(n["externalId"] for n in starred) == sorted(
+            f"note-{i}" for i in (0, 5, 10, 15)
+        )
+
+
+async def test_update_records_never_create_items(over_socket: bool, tmp_path: Path) -> None:
+    async with pod_for(tmp_path, over_socket) as pod:
+        await run_connector(
+            SyncNotes(), {"count": 5}, client=pod, data_dir=tmp_path, settings=SMALL
+        )
+        result = await run_connector(
+            Flagger(), {"count": 8}, client=pod, data_dir=tmp_path, settings=SMALL
+        )
+        assert result.stats.updated == 5 and result.stats.created == 0
+        notes = await pod.search({"type": "Note"})
+        assert len(notes) == 5 and all(n["starred"] is True for n in notes)
+
+
+async def test_edges_to_items_that_come_later_wait_and_land(
+    over_socket: bool, tmp_path: Path
+) -> None:
+    async with pod_for(tmp_path, over_socket) as pod:
+        # note i answers note i+3: for the last three the target never comes in run 1.
+        options = {"count": 30, "parent_offset": 3}
+        first = await run_connector(
+            SyncNotes(), options, client=pod, data_dir=tmp_path, settings=SMALL
+        )
+        assert first.error is None
+        snap = await snapshot(pod)
+        answers = snap.edges_named("answers")
+        assert len(answers) == 27
+        assert all(snap.items.get(target) for _, _, target in answers)
+        pending = await pod.search({"type": "PendingEdge", "deleted": False})
+        assert sorted(p["edgeTarget"] for p in pending) == sorted(note_id(i) for i in (30, 31, 32))
+        # The targets arrive in a later run: the waiting edges are created then.
+        await run_connector(
+            SyncNotes(),
+            {"count": 40, "parent_offset": 3},
+            client=pod,
+            data_dir=tmp_path,
+            settings=SMALL,
+        )
+        snap = await snapshot(pod)
+        assert len(snap.edges_named("answers")) == 37
+        assert (note_id(29), "answers", note_id(32)) in snap.edges
+        pending = await pod.search({"type": "PendingEdge", "deleted": False})
+        assert sorted(p["edgeTarget"] for p in pending) == sorted(note_id(i) for i in (40, 41, 42))
+        assert max(snap.edges.values()) == 1
+
+
+async def test_pending_edge_is_created_when_another_source_adds_the_target(
+    over_socket: bool, tmp_path: Path
+) -> None:
+    async with pod_for(tmp_path, over_socket) as pod:
+        await run_connector(
+            SyncNotes(),
+            {"count": 10, "parent_offset": 1},
+            client=pod,
+            data_dir=tmp_path,
+            settings=SMALL,
+        )
+        await pod.create_item(Note(externalId="note-10", title="from elsewhere").to_pod())
+        # Nothing new at the source, but the run settles what now can be linked.
+        await run_connector(
+            SyncNotes(),
+            {"count": 10, "parent_offset": 1},
+            client=pod,
+            data_dir=tmp_path,
+            settings=SMALL,
+        )
+        snap = await snapshot(pod)
+        assert (note_id(9), "answers", note_id(10)) in snap.edges
+        assert await pod.search({"type": "PendingEdge", "deleted": False}) == []
+
+
+async def test_run_is_recorded_in_the_pod(over_socket: bool, tmp_path: Path) -> None:
+    async with pod_for(tmp_path, over_socket) as pod:
+        result = await run_connector(
+            SyncNotes(), {"count": 12}, client=pod, data_dir=tmp_path, settings=SMALL
+        )
+        run = await pod.get_item(result.run_id)
+        assert run["status"] == "done" and run["createdCount"] == result.stats.created
+        assert run["startDate"] <= run["endDate"]
+        importers = await pod.get_edges(result.run_id, direction="Outgoing", expand_items=True)
+        assert [e["name"] for e in importers] == ["importer"]
+        account_edges = await pod.get_edges(importers[0]["item"]["id"], expand_items=True)
+        assert account_edges[0]["name"] == "account"
+        assert account_edges[0]["item"]["id"] == result.account_id
+
+
+async def test_connector_failure_is_recorded_and_reported(
+    over_socket: bool, tmp_path: Path
+) -> None:
+    async with pod_for(tmp_path, over_socket) as pod:
+
+        class Broken(SyncNotes):
+            def fetch(self, ctx: Any) -> Any:
+                yield Note(externalId="note-ok")
+                yield Checkpoint({"next": 1})
+                raise ConnectionError("source went away")
+
+        result = await run_connector(Broken(), {}, client=pod, data_dir=tmp_path, settings=SMALL)
+        assert result.status == "failed" and result.error == "source went away"
+        run = await pod.get_item(result.run_id)
+        assert run["status"] == "failed" and run["error"] == "source went away"
+        # What was yielded before the failure is committed, with its checkpoint.
+        assert [n["externalId"] for n in await pod.search({"type": "Note"})] == ["note-ok"]
+
+
+async def test_second_concurrent_run_for_an_account_is_refused(
+    over_socket: bool, tmp_path: Path
+) -> None:
+    async with pod_for(tmp_path, over_socket) as pod:
+        outcome: dict[str, Any] = {}
+
+        async def slow() -> None:
+            outcome["slow"] = await run_connector(
+                SyncNotes(),
+                {"count": 20, "delay": 0.05},
+                client=pod,
+                data_dir=tmp_path,
+                settings=SMALL,
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow)
+            await anyio.sleep(0.3)
+            with pytest.raises(RunLocked, match="another run is in progress"):
+                await run_connector(SyncNotes(), {"count": 20}, client=pod, data_dir=tmp_path)
+        assert outcome["slow"].stats.created == 20 + 5
+        assert len(await pod.search({"type": "Note"})) == 20
+
+
+async def test_slow_source_is_flushed_within_the_interval(tmp_path: Path) -> None:
+    async with local_pod(tmp_path / "pod") as client:
+        seen: list[int] = []
+
+        async def watch() -> None:
+            for _ in range(40):
+                await anyio.sleep(0.1)
+                seen.append(len(await client.search({"type": "Note"})))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            await run_connector(
+                SyncNotes(),
+                {"count": 6, "delay": 0.6, "checkpoint_every": 100},
+                client=client,
+                data_dir=tmp_path,
+                settings=EngineSettings(flush_interval=0.5),
+            )
+        # Notes appeared one by one while the source was still producing.
+        assert any(0 < n < 6 for n in seen)
+
+
+@pytest.mark.parametrize("connector", [SyncNotes(), AsyncNotes()], ids=["sync", "async"])
+async def test_conformance_kit(tmp_path: Path, connector: Any) -> None:
+    await check_connector(
+        connector, {"count": 80, "parent_offset": 2, "with_files": True}, tmp_path, crash_points=8
+    )
+
+
+def test_custom_types_are_declared_by_the_engine() -> None:
+    assert Note.pod_schema() == {
+        "externalId": "Text",
+        "title": "Text",
+        "body": "Text",
+        "starred": "Bool",
+    }
+    assert Tag.pod_schema() == {"name": "Text"}
