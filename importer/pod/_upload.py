@@ -1,0 +1,117 @@
+"""Turn what a caller wants to upload into a hashed, streamable request body.
+
+The upload URL needs the sha256 before the first byte is sent, so content
+without a known hash is hashed first: bytes in one go, a path by reading it
+in chunks (in a worker thread), and an async stream by spooling it to a
+temporary file while hashing.  Bytes and files can be sent again on a retry;
+a caller's async stream with a given hash is sent as-is, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+__all__ = ["CHUNK_SIZE", "UploadContent", "UploadSource", "check_sha256", "prepare_upload"]
+
+CHUNK_SIZE = 256 * 1024
+_HASH_IN_THREAD_ABOVE = 1024 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+UploadContent = bytes | Path | AsyncIterable[bytes]
+Body = bytes | AsyncIterator[bytes]
+
+
+def check_sha256(value: str) -> str:
+    """The lower-case hex digest, or ``ValueError`` if it isn't one."""
+    lowered = value.lower()
+    if not _SHA256.fullmatch(lowered):
+        raise ValueError("sha256 must be 64 hex characters")
+    return lowered
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSource:
+    """A body ready to send: its digest, its size if known, and a fresh-body factory."""
+
+    sha256: str
+    size: int | None
+    replayable: bool
+    body: Callable[[], Body]
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _hash_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def _read_file(path: Path) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as handle:
+        while chunk := await handle.read(CHUNK_SIZE):
+            yield chunk
+
+
+async def _spool(stream: AsyncIterable[bytes], path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    async with await anyio.open_file(path, "wb") as handle:
+        async for chunk in stream:
+            digest.update(chunk)
+            size += len(chunk)
+            await handle.write(chunk)
+    return digest.hexdigest(), size
+
+
+def _file_source(path: Path, sha256: str, size: int) -> UploadSource:
+    return UploadSource(sha256, size, True, lambda: _read_file(path))
+
+
+@asynccontextmanager
+async def prepare_upload(content: UploadContent, sha256: str | None) -> AsyncIterator[UploadSource]:
+    """Yield an :class:`UploadSource` for ``content``; temporary files go on exit."""
+    expected = check_sha256(sha256) if sha256 is not None else None
+    if isinstance(content, bytes | bytearray | memoryview):
+        data = bytes(content)
+        if expected is None:
+            if len(data) > _HASH_IN_THREAD_ABOVE:
+                expected = await anyio.to_thread.run_sync(_hash_bytes, data)
+            else:
+                expected = _hash_bytes(data)
+        yield UploadSource(expected, len(data), True, lambda: data)
+    elif isinstance(content, Path):
+        size = (await anyio.Path(content).stat()).st_size
+        if expected is None:
+            expected = await anyio.to_thread.run_sync(_hash_file, content)
+        yield _file_source(content, expected, size)
+    elif expected is not None:
+        stream = content
+
+        async def once() -> AsyncIterator[bytes]:
+            async for chunk in stream:
+                yield chunk
+
+        yield UploadSource(expected, None, False, once)
+    else:
+        fd, name = await anyio.to_thread.run_sync(tempfile.mkstemp, ".upload", "importer-")
+        os.close(fd)
+        spool = Path(name)
+        try:
+            digest, size = await _spool(content, spool)
+            yield _file_source(spool, digest, size)
+        finally:
+            await anyio.Path(spool).unlink(missing_ok=True)
