@@ -1,0 +1,1 @@
+"""Built-in connectors, registered under the ``importer.connectors`` entry-point group."""

@@ -1,0 +1,176 @@
+"""Splitting a parsed message into its text, its HTML and its attachments.
+
+Text/plain and text/html leaves that are not attachments make the body
+(inside multipart/alternative only the best of each kind); every other leaf
+(images, PDFs, calendars, winmail.dat, forwarded message/rfc822 parts, or any
+part with a filename or ``Content-Disposition: attachment``) is an attachment.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+
+from ._headers import header_text
+from ._text import clean_text, decode_bytes
+
+__all__ = ["Attachment", "Body", "split_body"]
+
+_MAX_DEPTH = 40
+_BODY_TYPES = frozenset({"text/plain", "text/html"})
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(slots=True)
+class Attachment:
+    data: bytes
+    filename: str | None
+    mime_type: str
+
+
+@dataclass(slots=True)
+class Body:
+    plain: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _content_type(part: Message) -> str:
+    try:
+        return part.get_content_type().lower()
+    except Exception:
+        return "application/octet-stream"
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception:
+        name = None
+    if not name:
+        return None
+    name = _UNSAFE_NAME.sub("", clean_text(str(name))).replace("\\", "/")
+    name = name.rsplit("/", 1)[-1].strip()
+    return name[:255] or None
+
+
+def _disposition(part: Message) -> str | None:
+    try:
+        value = part.get_content_disposition()
+    except Exception:
+        return None
+    return value.lower() if value else None
+
+
+def _payload_bytes(part: Message) -> bytes:
+    payload = part.get_payload(decode=True)
+    if isinstance(payload, bytes):
+        return payload
+    raw = part.get_payload()
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "surrogateescape")
+    return b""
+
+
+def _charset(part: Message) -> str | None:
+    try:
+        value = part.get_content_charset()
+    except Exception:
+        return None
+    return str(value) if value else None
+
+
+def _text(part: Message) -> str:
+    text = clean_text(decode_bytes(_payload_bytes(part), _charset(part)))
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _nested_bytes(part: Message) -> bytes:
+    """The bytes of a message/rfc822 part (re-serialized by the parser)."""
+    inner = part.get_payload()
+    target = inner[0] if isinstance(inner, list) and inner else part
+    if isinstance(target, Message):
+        try:
+            return target.as_bytes()
+        except Exception:
+            try:
+                return target.as_string().encode("utf-8", "surrogateescape")
+            except Exception:
+                pass
+    return _payload_bytes(part)
+
+
+class _Splitter:
+    def __init__(self) -> None:
+        self.body = Body()
+
+    def leaf(self, part: Message, ctype: str) -> None:
+        filename = _filename(part)
+        if ctype.startswith("multipart/"):  # boundary never found: keep the text
+            ctype = "text/plain"
+        if ctype in _BODY_TYPES and filename is None and _disposition(part) != "attachment":
+            (self.body.plain if ctype == "text/plain" else self.body.html).append(_text(part))
+            return
+        self.body.attachments.append(Attachment(_payload_bytes(part), filename, ctype))
+
+    def nested(self, part: Message) -> None:
+        filename = _filename(part)
+        if filename is None:
+            inner = part.get_payload()
+            subject = None
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                subject = header_text(inner[0], "Subject")
+            filename = f"{(subject or 'message')[:200]}.eml".replace("/", "_")
+        self.body.attachments.append(Attachment(_nested_bytes(part), filename, "message/rfc822"))
+
+    def alternative(self, part: Message, depth: int) -> None:
+        """Keep the last (richest) plain and html version; other kinds as attachments."""
+        best: dict[str, Body] = {}
+        for child in _children(part):
+            sub = _Splitter()
+            sub.walk(child, depth + 1)
+            self.body.attachments.extend(sub.body.attachments)
+            self.body.problems.extend(sub.body.problems)
+            if sub.body.plain:
+                best["plain"] = sub.body
+            if sub.body.html:
+                best["html"] = sub.body
+        if "plain" in best:
+            self.body.plain.extend(best["plain"].plain)
+        if "html" in best:
+            self.body.html.extend(best["html"].html)
+
+    def walk(self, part: Message, depth: int = 0) -> None:
+        if depth > _MAX_DEPTH:
+            self.body.problems.append("MIME structure nested too deeply; inner parts dropped")
+            return
+        ctype = _content_type(part)
+        try:
+            if ctype == "message/rfc822" or (ctype.startswith("message/") and part.is_multipart()):
+                self.nested(part)
+            elif part.is_multipart():
+                if ctype == "multipart/alternative":
+                    self.alternative(part, depth)
+                else:
+                    for child in _children(part):
+                        self.walk(child, depth + 1)
+            else:
+                self.leaf(part, ctype)
+        except Exception as exc:
+            self.body.problems.append(f"unreadable {ctype} part ({type(exc).__name__})")
+
+
+def _children(part: Message) -> list[Message]:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    return []
+
+
+def split_body(msg: Message) -> Body:
+    """Text, HTML and attachments of ``msg``; a broken part is noted in ``problems``."""
+    splitter = _Splitter()
+    splitter.walk(msg)
+    return splitter.body

@@ -1,0 +1,186 @@
+"""Reading header fields of messy real-world mail without ever raising.
+
+Each reader works on the raw header value (8-bit bytes re-decoded first),
+uses the modern ``email.policy.default`` parsers, and falls back to the
+lenient ``compat32``-era helpers when those raise.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import policy, utils
+from email.header import decode_header
+from email.message import Message
+
+from ._text import clean_text, decode_bytes
+
+__all__ = [
+    "Mailbox",
+    "header_date",
+    "header_text",
+    "message_ids",
+    "normalize_message_id",
+    "raw_header",
+    "raw_headers",
+    "received_date",
+    "to_millis",
+]
+
+_FOLD = re.compile(r"\r?\n[ \t]*")
+_MSG_ID = re.compile(r"<([^<>]*)>")
+_WS = re.compile(r"\s+")
+_MAX_HEADER = 64 * 1024
+"""Header values are cut here: longer ones are junk or attacks, not data."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """One address from an address header."""
+
+    address: str
+    name: str | None
+
+
+def raw_headers(msg: Message, name: str) -> list[str]:
+    """Every value of header ``name`` as text: unfolded, 8-bit bytes decoded, trimmed."""
+    wanted = name.lower()
+    values = []
+    for key, value in msg.raw_items():
+        if key.lower() != wanted:
+            continue
+        text = value if isinstance(value, str) else str(value)
+        text = _FOLD.sub(" ", clean_text(text[:_MAX_HEADER])).strip()
+        values.append(text)
+    return values
+
+
+def raw_header(msg: Message, name: str) -> str | None:
+    """The first value of header ``name`` (a duplicated header counts once)."""
+    values = raw_headers(msg, name)
+    return values[0] if values else None
+
+
+def _decode_words(value: str) -> str:
+    """RFC 2047 decoding, tolerant of unknown charsets and broken encoded words."""
+    try:
+        parts = decode_header(value)
+    except Exception:
+        return value
+    out = []
+    for chunk, charset in parts:
+        out.append(decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk)
+    return "".join(out)
+
+
+def header_text(msg: Message, name: str) -> str | None:
+    """Header ``name`` decoded (RFC 2047) to clean single-line text, or None."""
+    raw = raw_header(msg, name)
+    if raw is None:
+        return None
+    try:
+        text = str(policy.default.header_factory(name, raw))
+    except Exception:
+        text = _decode_words(raw)
+    text = _WS.sub(" ", clean_text(text)).strip()
+    return text or None
+
+
+def _address_ok(address: str) -> bool:
+    return bool(address) and not _WS.search(address) and len(address) <= 320
+
+
+def addresses(msg: Message, name: str) -> list[Mailbox]:
+    """The mailboxes in every ``name`` header (groups flattened, duplicates kept once)."""
+    found: list[Mailbox] = []
+    seen: set[str] = set()
+    for raw in raw_headers(msg, name):
+        for mailbox in _parse_addresses(name, raw):
+            key = mailbox.address.lower()
+            if key not in seen:
+                seen.add(key)
+                found.append(mailbox)
+    return found
+
+
+def _parse_addresses(name: str, raw: str) -> list[Mailbox]:
+    try:
+        header = policy.default.header_factory(name, raw)
+        pairs = [(a.display_name, a.addr_spec) for a in getattr(header, "addresses", ())]
+    except Exception:
+        pairs = utils.getaddresses([_decode_words(raw)])
+    result = []
+    for display, spec in pairs:
+        address = clean_text(spec).strip().strip("<>").strip()
+        if not _address_ok(address) or address.startswith("@"):
+            continue
+        display_name = _WS.sub(" ", clean_text(display or "")).strip().strip("\"'").strip()
+        result.append(Mailbox(address, display_name or None))
+    return result
+
+
+def _parse_date(value: str) -> datetime | None:
+    try:
+        parsed = utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed is None:  # pragma: no cover - older Pythons returned None
+        return None
+    if parsed.tzinfo is None:  # "-0000": UTC, origin time zone unknown
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        parsed.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return None
+    return parsed
+
+
+def header_date(msg: Message, name: str = "Date") -> datetime | None:
+    """The timezone-aware date in header ``name``, or None if missing or unparseable."""
+    raw = raw_header(msg, name)
+    return None if raw is None else _parse_date(raw)
+
+
+def received_date(msg: Message) -> datetime | None:
+    """The date of the newest (topmost) Received header that has a readable date."""
+    for raw in raw_headers(msg, "Received"):
+        _, sep, when = raw.rpartition(";")
+        if sep:
+            parsed = _parse_date(when.strip())
+            if parsed is not None:
+                return parsed
+    return None
+
+
+def to_millis(value: datetime) -> int:
+    """Milliseconds since the epoch, exact (no float rounding); naive means UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def normalize_message_id(value: str) -> str | None:
+    """A Message-ID as ``<local@domain>``: trimmed, unfolded, comments dropped; None if empty."""
+    if not value:
+        return None
+    value = clean_text(value).strip()
+    match = _MSG_ID.search(value)
+    if match:
+        inner = _WS.sub("", match.group(1))
+        return f"<{inner}>" if inner else None
+    tokens = value.split()
+    if len(tokens) == 1:
+        token = tokens[0].strip("<>")
+        return f"<{token}>" if token else None
+    with_at = [t for t in tokens if "@" in t]
+    return f"<{with_at[0].strip('<>')}>" if with_at else None
+
+
+def message_ids(value: str) -> list[str]:
+    """Every Message-ID in a References / In-Reply-To value, in order."""
+    found = [f"<{_WS.sub('', m)}>" for m in _MSG_ID.findall(value) if m.strip()]
+    if found:
+        return found
+    return [f"<{t.strip('<>')}>" for t in value.split() if "@" in t and t.strip("<>")]

@@ -1,0 +1,414 @@
+"""Reading one account's folders: UID-incremental fetches, CONDSTORE flag updates, resume.
+
+The state per folder is exactly what its checkpoint holds, so resuming after a
+dropped connection and continuing in the next run are the same code path.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any, TypeVar
+
+from importer import Checkpoint, EmailMessage, Label, Record, RunContext, Update
+
+from ._imap_folders import ImapFolder, select_folders
+from ._imap_session import DROPPED, EmailConnectionError, EmailError, ImapSession, describe_error
+from .mapping import (
+    UnusableMessage,
+    folder_label,
+    message_item_id,
+    message_records,
+    normalize_message_id,
+)
+from .options import EmailOptions
+
+__all__ = ["ImapImport", "list_folders"]
+
+_FETCH_BYTES = 32 * 2**20
+"""Bodies fetched per FETCH command at most (by RFC822.SIZE): bounds memory."""
+
+_SYSTEM_FLAGS = {
+    f.lower(): f for f in ("\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted", "\\Recent")
+}
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _FolderState:
+    """What the checkpoint of one folder says is already imported."""
+
+    uidvalidity: int
+    last_uid: int = 0
+    highestmodseq: int | None = None
+
+    @classmethod
+    def parse(cls, state: Any) -> _FolderState | None:
+        if not isinstance(state, dict):
+            return None
+        try:
+            modseq = state.get("highestmodseq")
+            return cls(
+                uidvalidity=int(state["uidvalidity"]),
+                last_uid=int(state["last_uid"]),
+                highestmodseq=None if modseq is None else int(modseq),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Selected:
+    uidvalidity: int
+    uidnext: int | None
+    highestmodseq: int | None
+    exists: int
+
+
+class _FolderGone(Exception):
+    """SELECT was refused (folder deleted or renamed since LIST)."""
+
+
+def list_folders(
+    ctx: RunContext[EmailOptions], session: ImapSession
+) -> tuple[list[ImapFolder], list[str]]:
+    options = ctx.options
+    return select_folders(
+        session.client.list_folders(),
+        configured=options.folders,
+        include=options.include,
+        exclude=options.exclude,
+    )
+
+
+def _chunks(values: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _flags(entry: dict[bytes, Any]) -> list[str]:
+    """FLAGS as text, system flags in their canonical spelling."""
+    out = []
+    for flag in entry.get(b"FLAGS", ()):
+        text = flag.decode("utf-8", "replace") if isinstance(flag, bytes) else str(flag)
+        out.append(_SYSTEM_FLAGS.get(text.lower(), text))
+    return out
+
+
+def _section(entry: dict[bytes, Any]) -> bytes | None:
+    """The one BODY[...] section of a FETCH answer (the key spelling varies by server)."""
+    for key, value in entry.items():
+        if isinstance(key, bytes) and key.startswith(b"BODY["):
+            if isinstance(value, bytes):
+                return value
+            return None if value is None else bytes(value)
+    return None
+
+
+def _header_message_id(header: bytes | None) -> str | None:
+    if not header:
+        return None
+    value = BytesHeaderParser(policy=compat32).parsebytes(header).get("Message-ID")
+    return None if value is None else normalize_message_id(str(value))
+
+
+class ImapImport:
+    """One run over the account's folders; remembers progress so it can resume."""
+
+    def __init__(
+        self,
+        ctx: RunContext[EmailOptions],
+        session: ImapSession,
+        *,
+        retry_delays: Sequence[float] = (1.0, 3.0, 9.0),
+    ) -> None:
+        self._ctx = ctx
+        self._retry_delays = tuple(retry_delays)
+        self._session = session
+        self._options = ctx.options
+        self._states: dict[str, _FolderState | None] = {}
+        self._committed: dict[str, dict[str, Any] | None] = {}
+        self._failures = 0
+        self._imported = 0
+
+    # -- the run ---------------------------------------------------------------
+
+    def run(self) -> Iterator[Record]:
+        folders, missing = self._retrying("listing folders", self._list)
+        for name in missing:
+            self._ctx.skip(f"imap:{name}", "configured folder does not exist on the server")
+        for folder in folders:
+            stream = _stream(folder)
+            saved = self._ctx.checkpoint(stream)
+            state = _FolderState.parse(saved)
+            if saved is not None and state is None:
+                self._ctx.log.warning("ignoring malformed checkpoint of %s: %r", stream, saved)
+            self._states[folder.name] = state
+            self._committed[folder.name] = None if state is None else state.as_json()
+
+        total = sum(self._retrying(f"counting {f.name!r}", self._counter(f)) for f in folders)
+        if self._ctx.limit is not None:
+            total = min(total, self._ctx.limit)
+        self._ctx.progress(total=total)
+
+        for folder in folders:
+            if self._limit_reached():
+                break
+            yield from self._folder(folder)
+
+    def _list(self) -> tuple[list[ImapFolder], list[str]]:
+        return list_folders(self._ctx, self._session)
+
+    def _limit_reached(self) -> bool:
+        return self._ctx.limit is not None and self._imported >= self._ctx.limit
+
+    def _counter(self, folder: ImapFolder) -> Callable[[], int]:
+        def count() -> int:
+            try:
+                selected = self._select(folder)
+            except _FolderGone:
+                return 0
+            state = self._states.get(folder.name)
+            if state is None or state.uidvalidity != selected.uidvalidity:
+                return selected.exists
+            return len(self._new_uids(state, selected))
+
+        return count
+
+    # -- connection handling ----------------------------------------------------
+
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        while True:
+            try:
+                result = call()
+            except DROPPED as exc:
+                self._recover(exc, what)
+                continue
+            self._failures = 0
+            return result
+
+    def _recover(self, exc: BaseException, what: str) -> None:
+        """Reconnect after a dropped connection, with backoff; give up after a few tries."""
+        while True:
+            self._failures += 1
+            if self._failures > len(self._retry_delays):
+                raise EmailConnectionError(
+                    f"account {self._ctx.account_name}: connection to "
+                    f"{self._session.host}:{self._session.port} lost {self._failures} times "
+                    f"in a row while {what}; giving up ({describe_error(exc)})"
+                ) from None
+            delay = self._retry_delays[self._failures - 1]
+            self._ctx.log.warning(
+                "account %s: connection lost while %s (%s); reconnecting in %.1f s",
+                self._ctx.account_name,
+                what,
+                describe_error(exc),
+                delay,
+            )
+            time.sleep(delay)
+            try:
+                self._session.open()
+            except DROPPED as again:
+                exc = again
+                continue
+            return
+
+    # -- one folder ---------------------------------------------------------------
+
+    def _folder(self, folder: ImapFolder) -> Iterator[Record]:
+        label = folder_label(self._ctx.account, folder.name, folder.role)
+        while True:
+            try:
+                yield from self._sync_folder(folder, label)
+                return
+            except _FolderGone as exc:
+                self._ctx.skip(_stream(folder), f"folder cannot be selected: {exc}")
+                return
+            except DROPPED as exc:
+                self._recover(exc, f"reading folder {folder.name!r}")
+            except imaplib.IMAP4.error as exc:
+                raise EmailError(
+                    f"account {self._ctx.account_name}: IMAP server error in folder "
+                    f"{folder.name!r}: {describe_error(exc)}"
+                ) from None
+
+    def _sync_folder(self, folder: ImapFolder, label: Label) -> Iterator[Record]:
+        selected = self._select(folder)
+        state = self._states.get(folder.name)
+        if state is None or state.uidvalidity != selected.uidvalidity:
+            if state is not None:
+                self._ctx.log.info(
+                    "folder %r: UIDVALIDITY changed (%d -> %d); reading it again from the start",
+                    folder.name,
+                    state.uidvalidity,
+                    selected.uidvalidity,
+                )
+            state = _FolderState(selected.uidvalidity, 0, selected.highestmodseq)
+            self._states[folder.name] = state
+        else:
+            yield from self._flag_updates(folder, state, selected)
+        yield from self._new_messages(folder, label, state, selected)
+        yield from self._checkpoint(folder)
+
+    def _checkpoint(self, folder: ImapFolder) -> Iterator[Record]:
+        """A checkpoint of the folder's state, unless it is what was last committed."""
+        state = self._states.get(folder.name)
+        if state is None:
+            return
+        current = state.as_json()
+        if current != self._committed.get(folder.name):
+            self._committed[folder.name] = current
+            yield Checkpoint(current, stream=_stream(folder))
+
+    def _select(self, folder: ImapFolder) -> _Selected:
+        try:
+            info = self._session.client.select_folder(folder.name, readonly=True)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:
+            raise _FolderGone(describe_error(exc)) from None
+        uidvalidity = info.get(b"UIDVALIDITY")
+        if uidvalidity is None:
+            raise _FolderGone("the server reported no UIDVALIDITY")
+        uidnext = info.get(b"UIDNEXT")
+        modseq = info.get(b"HIGHESTMODSEQ") if self._session.condstore else None
+        return _Selected(
+            uidvalidity=int(uidvalidity),
+            uidnext=None if uidnext is None else int(uidnext),
+            highestmodseq=None if modseq is None else int(modseq),
+            exists=int(info.get(b"EXISTS", 0)),
+        )
+
+    def _new_uids(self, state: _FolderState, selected: _Selected) -> list[int]:
+        if selected.exists == 0:
+            return []
+        if selected.uidnext is not None and selected.uidnext <= state.last_uid + 1:
+            return []
+        # "N:*" always matches the highest UID, even when it is below N.
+        found = self._session.client.search(["UID", f"{state.last_uid + 1}:*"])
+        return sorted(uid for uid in found if uid > state.last_uid)
+
+    def _flag_updates(
+        self, folder: ImapFolder, state: _FolderState, selected: _Selected
+    ) -> Iterator[Record]:
+        """Updates for already imported messages whose flags changed (CONDSTORE)."""
+        previous = state.highestmodseq
+        if selected.highestmodseq is None or previous is None or state.last_uid == 0:
+            state.highestmodseq = selected.highestmodseq
+            return
+        if selected.highestmodseq == previous:
+            return
+        # A lower HIGHESTMODSEQ means the server lost its history: look at every message.
+        since = previous if selected.highestmodseq > previous else 0
+        client = self._session.client
+        changed = sorted(
+            uid
+            for uid in client.search(["UID", f"1:{state.last_uid}", "MODSEQ", str(since + 1)])
+            if uid <= state.last_uid
+        )
+        for chunk in _chunks(changed, self._options.chunk_size):
+            fetched = client.fetch(list(chunk), ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+            for uid in chunk:
+                entry = fetched.get(uid)
+                message_id = None if entry is None else _header_message_id(_section(entry))
+                if entry is None or message_id is None:
+                    # Expunged meanwhile, or no Message-ID to find the item by.
+                    continue
+                flags = {f.lower() for f in _flags(entry)}
+                yield Update(
+                    EmailMessage(
+                        id=message_item_id(message_id),
+                        externalId=message_id,
+                        starred="\\flagged" in flags,
+                        isRead="\\seen" in flags,
+                    )
+                )
+            self._failures = 0
+        state.highestmodseq = selected.highestmodseq
+        yield from self._checkpoint(folder)
+
+    def _new_messages(
+        self, folder: ImapFolder, label: Label, state: _FolderState, selected: _Selected
+    ) -> Iterator[Record]:
+        uids = self._new_uids(state, selected)
+        for chunk in _chunks(uids, self._options.chunk_size):
+            for uid, entry in self._fetch_bodies(chunk):
+                yield from self._message(folder, label, state, uid, entry)
+                state.last_uid = uid
+                self._ctx.progress(advance=1)
+                self._imported += 1
+                if self._limit_reached():
+                    yield from self._checkpoint(folder)
+                    return
+            # UIDs the server no longer has (expunged meanwhile) are done too.
+            state.last_uid = max(state.last_uid, chunk[-1])
+            self._failures = 0
+            yield from self._checkpoint(folder)
+
+    def _fetch_bodies(self, chunk: Sequence[int]) -> Iterator[tuple[int, dict[bytes, Any]]]:
+        """(uid, FETCH data) in UID order, a few MiB of bodies in memory at a time."""
+        client = self._session.client
+        sizes = client.fetch(list(chunk), ["RFC822.SIZE"])
+        batch: list[int] = []
+        batch_bytes = 0
+        for uid in chunk:
+            if uid not in sizes:
+                continue
+            size = int(sizes[uid].get(b"RFC822.SIZE", 0))
+            if batch and batch_bytes + size > _FETCH_BYTES:
+                yield from self._fetch_batch(batch)
+                batch, batch_bytes = [], 0
+            batch.append(uid)
+            batch_bytes += size
+        if batch:
+            yield from self._fetch_batch(batch)
+
+    def _fetch_batch(self, uids: list[int]) -> Iterator[tuple[int, dict[bytes, Any]]]:
+        fetched = self._session.client.fetch(uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
+        for uid in uids:
+            entry = fetched.pop(uid, None)
+            if entry is not None:
+                yield uid, entry
+
+    def _message(
+        self,
+        folder: ImapFolder,
+        label: Label,
+        state: _FolderState,
+        uid: int,
+        entry: dict[bytes, Any],
+    ) -> Iterator[Record]:
+        ref = f"imap:{folder.name}/{state.uidvalidity}/{uid}"
+        raw = _section(entry)
+        if raw is None:
+            self._ctx.skip(ref, "the server returned no message body")
+            return
+        internal_date = entry.get(b"INTERNALDATE")
+        try:
+            records = message_records(
+                raw,
+                owner=self._ctx.account,
+                source_ref=ref,
+                folder=label,
+                flags=_flags(entry),
+                internal_date=internal_date if isinstance(internal_date, datetime) else None,
+                max_attachment_bytes=self._options.max_attachment_bytes,
+                skip=self._ctx.skip,
+            )
+        except UnusableMessage as exc:
+            self._ctx.skip(ref, str(exc))
+            return
+        yield from records
+
+
+def _stream(folder: ImapFolder) -> str:
+    return f"imap:{folder.name}"

@@ -1,0 +1,66 @@
+"""Fixtures for the email tests: a private Dovecot server shared by the session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterator
+
+import pytest
+
+try:
+    from .dovecot import DovecotServer, DroppingProxy, dovecot_available
+except ImportError:  # tests/email is no package: pytest put this directory on sys.path
+    from dovecot import (  # type: ignore[no-redef,import-not-found]
+        DovecotServer,
+        DroppingProxy,
+        dovecot_available,
+    )
+
+_LOG_OFFSET = pytest.StashKey[int]()
+_SERVER = pytest.StashKey[DovecotServer]()
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    """One Dovecot for the whole session; tests isolate themselves by user."""
+    reason = dovecot_available()
+    if reason is not None:
+        # CI installs Dovecot (.ci/apt-packages.txt): there, its absence is a failure.
+        if os.environ.get("CI") or os.environ.get("IMPORTER_REQUIRE_DOVECOT"):
+            pytest.fail(f"Dovecot is required here: {reason}")
+        pytest.skip(reason)
+    with DovecotServer.start() as server:
+        yield server
+
+
+@pytest.fixture
+def imap_user(dovecot: DovecotServer, request: pytest.FixtureRequest) -> str:
+    """A fresh IMAP user (password ``dovecot.PASSWORD``) with an empty mailbox."""
+    request.node.stash[_SERVER] = dovecot
+    request.node.stash[_LOG_OFFSET] = (
+        dovecot.log_path.stat().st_size if dovecot.log_path.exists() else 0
+    )
+    return dovecot.add_user()
+
+
+@pytest.fixture
+def dropping_proxy(dovecot: DovecotServer) -> Iterator[DroppingProxy]:
+    """A proxy in front of Dovecot's plain port that can cut connections."""
+    with DroppingProxy((dovecot.host, dovecot.port)) as proxy:
+        yield proxy
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach what Dovecot logged during a failed test to its report."""
+    report = yield
+    server = item.stash.get(_SERVER, None)
+    if report.failed and server is not None and server.log_path.exists():
+        offset = item.stash.get(_LOG_OFFSET, 0)
+        with server.log_path.open("rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+        report.sections.append(("dovecot log", text or "(nothing logged)"))
+    return report
