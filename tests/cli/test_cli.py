@@ -1,0 +1,160 @@
+"""The command line as a user runs it: real processes, real files, the local Pod."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "connectors" / "email" / "samples" / "sample.mbox"
+
+
+def config_file(tmp_path: Path) -> Path:
+    """Where the user's config file is for these runs (XDG_CONFIG_HOME points here)."""
+    path = tmp_path / "xdg" / "importer" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def importer(
+    *args: str, tmp_path: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        **os.environ,
+        "IMPORTER_DATA_DIR": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "HOME": str(tmp_path / "home"),
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "importer", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=tmp_path,
+        timeout=timeout,
+    )
+
+
+def search(tmp_path: Path, *args: str) -> list[dict[str, object]]:
+    done = importer("pod", "search", *args, tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_run_email_mbox_then_nothing_new(tmp_path: Path) -> None:
+    first = importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    messages = search(tmp_path, "--type", "EmailMessage")
+    assert len(messages) >= 10
+    assert all(m["service"] == "email" for m in messages)
+    assert "created" in first.stdout
+    second = importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert " 0 created" in second.stdout
+    assert len(search(tmp_path, "--type", "EmailMessage")) == len(messages)
+    # The key file is the owner's alone.
+    assert (tmp_path / "data" / "keys.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_pod_search_filters_and_limits(tmp_path: Path) -> None:
+    assert importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path).returncode == 0
+    one = search(tmp_path, "--type", "EmailMessage", "--limit", "1")
+    assert len(one) == 1
+    same = search(tmp_path, "--type", "EmailMessage", "--where", f"id={one[0]['id']}")
+    assert [m["id"] for m in same] == [one[0]["id"]]
+
+
+def test_json_summary_and_status(tmp_path: Path) -> None:
+    config_file(tmp_path).write_text(
+        f'[accounts.archive]\nconnector = "email"\nsource = "mbox"\npath = "{SAMPLE}"\n'
+    )
+    done = importer("run", "email", "--log-format", "json", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["account"] == "archive" and summary["status"] == "done"
+    assert summary["created"] > 10
+    status = importer("status", tmp_path=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("archive: last run") and "done" in status.stdout
+
+
+def test_dry_run_writes_nothing(tmp_path: Path) -> None:
+    done = importer("run", "email", "--mbox", str(SAMPLE), "--dry-run", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "would import" in done.stdout
+    assert search(tmp_path, "--type", "EmailMessage") == []
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ('[pod]\nurl = "ftp://x"\n', 'pod.url: Value error, must be "embedded" or start with http'),
+        ('[pod]\ntimeout = "soon"\n', "pod.timeout: Input should be a valid number"),
+        ("[engine]\nbatch_recordz = 5\n", "engine.batch_recordz: unknown key"),
+        ('[accounts.a]\nconnector = "email"\nsource = "imap"\n', "accounts.a"),
+        (
+            '[accounts.a]\nconnector = "email"\nsource = "mbox"\npath = "/x"\nport = "abc"\n',
+            "accounts.a.port",
+        ),
+        ("[pod\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_file_key_and_problem(tmp_path: Path, config: str, expected: str) -> None:
+    path = config_file(tmp_path)
+    path.write_text(config)
+    done = importer("run", "email", tmp_path=tmp_path)
+    assert done.returncode == 2
+    assert str(path) in done.stderr and expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_connector_and_account(tmp_path: Path) -> None:
+    done = importer("run", "nosuch", tmp_path=tmp_path)
+    assert done.returncode == 2 and "no connector named 'nosuch'" in done.stderr
+    config_file(tmp_path).write_text(
+        '[accounts.a]\nconnector = "email"\nsource = "mbox"\npath = "/x"\n'
+    )
+    done = importer("run", "email", "--account", "b", tmp_path=tmp_path)
+    assert done.returncode == 2 and "no account 'b'" in done.stderr
+
+
+def test_connectors_lists_email_options(tmp_path: Path) -> None:
+    done = importer("connectors", tmp_path=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.startswith("email:") and "password_command" in done.stdout
+
+
+def test_missing_mbox_fails_in_one_line(tmp_path: Path) -> None:
+    done = importer("run", "email", "--mbox", str(tmp_path / "nope.mbox"), tmp_path=tmp_path)
+    assert done.returncode == 1
+    assert "nope.mbox" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_second_run_while_one_holds_the_lock_exits_75(tmp_path: Path) -> None:
+    import fcntl
+
+    # Import once so the account id is known, then hold its lock as a running import would.
+    assert importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path).returncode == 0
+    locks = list((tmp_path / "data" / "locks").glob("email-*.lock"))
+    assert len(locks) == 1
+    before = search(tmp_path, "--type", "ImporterRun")
+    with locks[0].open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        done = importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path)
+    assert done.returncode == 75
+    assert "another run is in progress" in done.stderr
+    assert len(search(tmp_path, "--type", "ImporterRun")) == len(before)
+
+
+def test_check_reports_per_account(tmp_path: Path) -> None:
+    ok = importer("check", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path)
+    assert ok.returncode == 0 and ok.stdout.strip().endswith(": ok")
+    bad = importer("check", "email", "--mbox", str(tmp_path / "missing.mbox"), tmp_path=tmp_path)
+    assert bad.returncode == 1 and "FAILED" in bad.stdout and "missing.mbox" in bad.stdout

@@ -1,0 +1,99 @@
+"""`importer pod serve`: the embedded Pod's data, served over HTTP to any client."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from .test_cli import SAMPLE, importer, search
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def pod_serve(data_dir: Path) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "importer", "pod", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline, "pod serve did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_served_pod_holds_what_the_embedded_default_wrote(tmp_path: Path) -> None:
+    assert importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path).returncode == 0
+    embedded = search(tmp_path, "--type", "EmailMessage")
+    data_dir = tmp_path / "data"
+    keys = json.loads((data_dir / "keys.json").read_text())
+    owner, database = keys["owner_key"], keys["database_key"]
+    with pod_serve(data_dir) as url:
+        # Any Pod client: plain HTTP with the documented JSON body.
+        answer = httpx.post(
+            f"{url}/v4/{owner}/search",
+            json={"auth": {"type": "ClientAuth", "databaseKey": database}, "payload": {"type": "EmailMessage"}},
+        )
+        assert answer.status_code == 200
+        assert sorted(m["id"] for m in answer.json()) == sorted(m["id"] for m in embedded)
+        wrong = httpx.post(
+            f"{url}/v4/{owner}/search",
+            json={"auth": {"type": "ClientAuth", "databaseKey": "0" * 64}, "payload": {}},
+        )
+        assert wrong.status_code in (401, 403)
+        assert database not in wrong.text
+
+
+def test_import_into_a_remote_pod_by_url(tmp_path: Path) -> None:
+    owner, database = secrets.token_hex(32), secrets.token_hex(32)
+    env = {
+        "IMPORTER_POD_URL": "",
+        "IMPORTER_POD_OWNER_KEY": owner,
+        "IMPORTER_POD_DATABASE_KEY": database,
+    }
+    with pod_serve(tmp_path / "served") as url:
+        env["IMPORTER_POD_URL"] = url
+        done = importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+        listed = importer("pod", "search", "--type", "EmailMessage", tmp_path=tmp_path, env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert len(listed.stdout.splitlines()) >= 10
+        assert database not in done.stdout + done.stderr + listed.stderr
+    # Nothing went to the embedded Pod.
+    assert not (tmp_path / "data" / "keys.json").exists()
+    assert os.listdir(tmp_path / "served")
+
+
+def test_remote_pod_without_database_key_is_a_config_error(tmp_path: Path) -> None:
+    env = {"IMPORTER_POD_URL": "http://127.0.0.1:9", "IMPORTER_POD_OWNER_KEY": "a" * 64}
+    done = importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path, env=env)
+    assert done.returncode == 2
+    assert "IMPORTER_POD_DATABASE_KEY" in done.stderr and "Traceback" not in done.stderr
