@@ -21,7 +21,13 @@ if TYPE_CHECKING:
     from .context import RunContext
     from .schema import Account
 
-__all__ = ["ENTRY_POINT_GROUP", "Connector", "ConnectorNotFound", "load_connector", "load_connectors"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Connector",
+    "ConnectorNotFound",
+    "load_connector",
+    "load_connectors",
+]
 
 ENTRY_POINT_GROUP = "importer.connectors"
 

@@ -14,7 +14,7 @@ import types
 import typing
 from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Union
 
@@ -42,7 +42,7 @@ class _DateTimeMarker:
 def _to_millis(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return int(value.timestamp() * 1000)
     return value
 
@@ -120,9 +120,7 @@ class Item(BaseModel):
                 if any(isinstance(m, _DateTimeMarker) for m in info.metadata):
                     value_type = "DateTime"
                 else:
-                    raise TypeError(
-                        f"{cls.__name__}.{name}: unsupported type {info.annotation!r}"
-                    )
+                    raise TypeError(f"{cls.__name__}.{name}: unsupported type {info.annotation!r}")
             schema[name] = value_type
         return schema
 
@@ -216,7 +214,7 @@ class FilePayload:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """"Everything yielded before this is covered": JSON-able state per stream."""
+    """ "Everything yielded before this is covered": JSON-able state per stream."""
 
     state: Any
     stream: str = "default"

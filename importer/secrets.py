@@ -41,7 +41,9 @@ def resolve_secret(
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SecretError(f"{what}: password command could not run ({type(exc).__name__})") from None
+            raise SecretError(
+                f"{what}: password command could not run ({type(exc).__name__})"
+            ) from None
         if done.returncode != 0:
             raise SecretError(f"{what}: password command exited with status {done.returncode}")
         value = done.stdout.splitlines()[0] if done.stdout else ""
@@ -59,4 +61,6 @@ def resolve_secret(
         if not value:
             raise SecretError(f"{what}: no entry in the OS keyring for service {keyring_service!r}")
         return str(value)
-    raise SecretError(f"{what}: no secret source configured (password_env, password_command or keyring)")
+    raise SecretError(
+        f"{what}: no secret source configured (password_env, password_command or keyring)"
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,8 +116,8 @@ async def snapshot(client: Any, *, include_bookkeeping: bool = False) -> PodSnap
             edges = item.pop("[[edges]]", [])
             snap.items[item["id"]] = item
             for edge in edges:
-                target = (edge.get("_item") or {}).get("id")
-                snap.edges[(item["id"], edge.get("_edge"), target)] += 1
+                target = str((edge.get("_item") or {}).get("id"))
+                snap.edges[(item["id"], str(edge.get("_edge")), target)] += 1
     return snap
 
 
@@ -144,7 +144,10 @@ class _CrashingClient:
         if self.writes >= self._after:
             raise _Crash()
         result = await self._client.bulk(**sections)
-        if any(sections.get(k) for k in ("create_items", "update_items", "delete_items", "create_edges")):
+        if any(
+            sections.get(k)
+            for k in ("create_items", "update_items", "delete_items", "create_edges")
+        ):
             self.writes += 1
         return result
 
@@ -167,10 +170,14 @@ async def check_connector(
     settings = settings or EngineSettings(batch_records=50, max_in_flight=2)
     reference_dir = tmp_path / "reference"
     async with local_pod(reference_dir) as client:
-        first = await run_connector(connector, options, client=client, data_dir=reference_dir, settings=settings)
+        first = await run_connector(
+            connector, options, client=client, data_dir=reference_dir, settings=settings
+        )
         if first.error:
             raise ConformanceError(f"first run failed: {first.error}")
-        again = await run_connector(connector, options, client=client, data_dir=reference_dir, settings=settings)
+        again = await run_connector(
+            connector, options, client=client, data_dir=reference_dir, settings=settings
+        )
         if again.stats.created or again.stats.edges_created:
             raise ConformanceError(
                 f"a second run created {again.stats.created} items and "
@@ -182,12 +189,10 @@ async def check_connector(
         crash_dir = tmp_path / f"crash-{point}"
         async with local_pod(crash_dir) as client:
             crashing = _CrashingClient(client, after=point)
-            try:
+            with suppress(_Crash):
                 await run_connector(
                     connector, options, client=crashing, data_dir=crash_dir, settings=settings
                 )
-            except _Crash:
-                pass
             resumed = await run_connector(
                 connector, options, client=client, data_dir=crash_dir, settings=settings
             )

@@ -27,7 +27,9 @@ class RunLock:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise RunLocked(f"another run is in progress (pid {holder}, lock {self.path})") from None
+            raise RunLocked(
+                f"another run is in progress (pid {holder}, lock {self.path})"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd

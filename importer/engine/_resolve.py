@@ -94,7 +94,7 @@ class Resolver:
             key = (item.get("edgeSource"), item.get("edgeName"), item.get("edgeTarget"))
             if all(isinstance(part, str) for part in key):
                 self.pending_keys.add(key)  # type: ignore[arg-type]
-                self.waiting.setdefault(key[2], set()).add(key)  # type: ignore[arg-type,index]
+                self.waiting.setdefault(key[2], set()).add(key)  # type: ignore[arg-type]
 
     def pending_count(self) -> int:
         return len(self.pending_keys)
@@ -223,7 +223,11 @@ class Resolver:
         if in_pod is not None:
             current = {k: in_pod.get(k) for k in entry.mutable}
             known_digest = mutable_digest({k: v for k, v in current.items() if v is not None})
-            if payload is not None and not in_pod.get("keystr") and item_id not in self.stored_files:
+            if (
+                payload is not None
+                and not in_pod.get("keystr")
+                and item_id not in self.stored_files
+            ):
                 plan.uploads.append(payload)
         else:
             cached = self.known.get(item_id)

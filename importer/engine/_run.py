@@ -190,14 +190,18 @@ class _Run:
         if create and not self.dry_run:
             edges = []
             if not imp_found:
-                edges.append({"_source": importer_id, "_name": "account", "_target": self.account_id})
+                edges.append(
+                    {"_source": importer_id, "_name": "account", "_target": self.account_id}
+                )
             await self.client.bulk(create_items=create, create_edges=edges or None)
         self.importer_id = importer_id
         return acc_found[0] if acc_found else self.account.to_pod()
 
     async def _close_interrupted_runs(self) -> None:
         """Runs still 'running' while we hold the lock died mid-way: say so."""
-        edges = await self.client.get_edges(self.importer_id, direction="Incoming", expand_items=True)
+        edges = await self.client.get_edges(
+            self.importer_id, direction="Incoming", expand_items=True
+        )
         stale = [
             edge["item"]["id"]
             for edge in edges
@@ -224,7 +228,9 @@ class _Run:
         self.run_id = run.ensure_id()
         await self.client.bulk(
             create_items=[run.to_pod()],
-            create_edges=[{"_source": self.run_id, "_name": "importer", "_target": self.importer_id}],
+            create_edges=[
+                {"_source": self.run_id, "_name": "importer", "_target": self.importer_id}
+            ],
         )
 
     def _run_update(self, ctx: RunContext[Any]) -> dict[str, Any]:
@@ -257,7 +263,9 @@ class _Run:
         try:
             state = json.loads(state_json)
         except ValueError:
-            self.logger.warning("account %s: unreadable checkpoint state, starting over", self.account_name)
+            self.logger.warning(
+                "account %s: unreadable checkpoint state, starting over", self.account_name
+            )
             state = {}
         ctx: RunContext[Any] = RunContext(
             options=self.options,

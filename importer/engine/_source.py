@@ -11,7 +11,7 @@ import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.from_thread
@@ -33,7 +33,7 @@ async def pump(
     """Drive ``produced`` to exhaustion, sending lists of records; closes ``send``."""
     async with send:
         if inspect.isasyncgen(produced) or hasattr(produced, "__anext__"):
-            await _pump_async(produced, send, chunk_size)
+            await _pump_async(cast(AsyncIterator[Record], produced), send, chunk_size)
         elif hasattr(produced, "__next__"):
             await _SyncPump(produced, send, chunk_size).run()
         else:

@@ -11,7 +11,6 @@ import anyio
 from importer.engine import EngineSettings
 from importer.pod import ClientAuth, PodClient, RetryPolicy, load_keys
 from importer.testing import run_connector
-
 from tests.engine.connectors import SyncNotes
 
 

@@ -7,9 +7,9 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from importer.pod.local import running_pod
@@ -57,7 +57,7 @@ async def test_sigkilled_runs_end_with_exactly_the_source(tmp_path: Path) -> Non
     with running_pod(data_dir) as url:
         for _ in range(12):
             proc = _start(url, data_dir)
-            time.sleep(rng.uniform(0.3, 1.6))
+            await anyio.sleep(rng.uniform(0.3, 1.6))
             if proc.poll() is None:
                 proc.kill()
                 kills += 1
