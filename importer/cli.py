@@ -289,8 +289,6 @@ def _print_summary(result: RunResult, log_format: str) -> None:
         )
     else:
         print(result.summary())
-    for skipped in result.skipped[:20]:
-        log.info("skipped %s: %s", skipped.ref, skipped.reason)
 
 
 def _cmd_check(args: argparse.Namespace, config: Config) -> int:

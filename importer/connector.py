@@ -10,6 +10,7 @@ group ``importer.connectors``; the built-in ones are registered the same way.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+import logging
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "importer.connectors"
+
+log = logging.getLogger("importer")
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
@@ -64,22 +67,30 @@ class ConnectorNotFound(LookupError):
     pass
 
 
+def _instantiate(obj: Any) -> Connector[Any]:
+    return obj() if isinstance(obj, type) else obj  # type: ignore[no-any-return]
+
+
 def load_connectors() -> dict[str, Connector[Any]]:
-    """Every installed connector, by name."""
+    """Every installed connector that loads, by name; broken ones are logged and left out."""
     found: dict[str, Connector[Any]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        obj = ep.load()
-        connector = obj() if isinstance(obj, type) else obj
-        found[ep.name] = connector
+        try:
+            found[ep.name] = _instantiate(ep.load())
+        except Exception as exc:
+            log.warning("connector %r could not be loaded: %s", ep.name, exc)
     return found
 
 
 def load_connector(name: str) -> Connector[Any]:
-    connectors = load_connectors()
-    try:
-        return connectors[name]
-    except KeyError:
-        known = ", ".join(sorted(connectors)) or "none"
+    """The connector registered as ``name``; a clear error if it is absent or broken."""
+    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not matches:
+        known = ", ".join(sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)))
         raise ConnectorNotFound(
-            f"no connector named {name!r} is installed (installed: {known})"
-        ) from None
+            f"no connector named {name!r} is installed (installed: {known or 'none'})"
+        )
+    try:
+        return _instantiate(matches[0].load())
+    except Exception as exc:
+        raise ConnectorNotFound(f"connector {name!r} could not be loaded: {exc}") from None

@@ -1,0 +1,166 @@
+"""RSS and Atom feeds: one ``RSSFeed`` per URL, its posts as ``RSSEntry`` items."""
+
+from __future__ import annotations
+
+import hashlib
+from calendar import timegm
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import partial
+from typing import Any
+
+import anyio
+import feedparser  # type: ignore[import-untyped]  # feedparser ships no type hints
+import httpx
+from pydantic import BaseModel
+
+from importer import Checkpoint, Connector, DateTime, Edge, Item, Record, RunContext
+
+
+class RSSFeed(Item):
+    """A feed, identified by its URL."""
+
+    key_fields = ("url",)
+    mutable_fields = frozenset({"title", "link", "description"})
+
+    url: str | None = None
+    title: str | None = None
+    link: str | None = None
+    description: str | None = None
+
+
+class RSSEntry(Item):
+    """A post: the same entry id in the same feed is one item, however often fetched."""
+
+    key_fields = ("feedUrl", "externalId")
+    mutable_fields = frozenset({"title", "link", "summary", "content", "author", "dateUpdated"})
+
+    feedUrl: str | None = None
+    externalId: str | None = None
+    title: str | None = None
+    link: str | None = None
+    summary: str | None = None
+    content: str | None = None
+    author: str | None = None
+    datePublished: DateTime | None = None
+    dateUpdated: DateTime | None = None
+
+
+class Options(BaseModel):
+    feeds: list[str]
+    timeout: float = 30.0
+    user_agent: str = "importer-rss/0.1"
+    max_retry_wait: float = 60.0  # seconds: the longest pause a Retry-After can impose
+
+
+class FeedsConnector(Connector[Options]):
+    """RSS and Atom feeds, fetched politely and imported incrementally."""
+
+    name = "rss"
+    options_model = Options
+    item_types = (RSSFeed, RSSEntry)
+
+    async def fetch(self, ctx: RunContext[Options]) -> AsyncIterator[Record]:
+        ctx.progress(total=len(ctx.options.feeds))
+        headers = {"User-Agent": ctx.options.user_agent}
+        async with httpx.AsyncClient(
+            headers=headers, timeout=ctx.options.timeout, follow_redirects=True
+        ) as http:
+            for url in ctx.options.feeds:
+                async for record in _feed(ctx, http, url):
+                    yield record
+                ctx.progress(advance=1)
+
+
+async def _feed(
+    ctx: RunContext[Options], http: httpx.AsyncClient, url: str
+) -> AsyncIterator[Record]:
+    """One feed's records; a feed that fails is skipped with its reason, the others go on."""
+    shown, auth = _credentials(url)  # the feed's URL in the Pod and logs: no password
+    # The checkpoint is the headers of a conditional GET: an unchanged feed answers 304.
+    get = partial(http.get, shown, headers=ctx.checkpoint(shown) or {}, auth=auth)
+    try:
+        response = await _polite(get, ctx.options.max_retry_wait)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        ctx.skip(shown, f"unreachable: {type(exc).__name__}: {exc}".removesuffix(": "))
+        return
+    if response.status_code == 304:  # unchanged since the last run
+        return
+    if response.status_code != 200:
+        ctx.skip(shown, f"HTTP {response.status_code} {response.reason_phrase}")
+        return
+    parse = partial(feedparser.parse, response.content, response_headers=dict(response.headers))
+    parsed = await anyio.to_thread.run_sync(parse)  # CPU work: off the event loop
+    if not parsed.entries and (parsed.bozo or not parsed.get("version")):
+        ctx.skip(shown, f"malformed feed: {parsed.get('bozo_exception') or 'not RSS or Atom'}")
+        return
+    info = parsed.feed
+    feed = RSSFeed(
+        url=shown, title=info.get("title"), link=info.get("link"), description=info.get("subtitle")
+    )
+    yield feed
+    for entry in parsed.entries:
+        item = _entry(shown, entry)
+        yield item
+        yield Edge(item, "feed", feed)
+    etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+    conditions = {"If-None-Match": etag, "If-Modified-Since": modified}
+    yield Checkpoint({name: value for name, value in conditions.items() if value}, stream=shown)
+
+
+async def _polite(get: Callable[[], Awaitable[httpx.Response]], max_wait: float) -> httpx.Response:
+    """``get()``, tried again (three tries at most) after the wait a 429 or 503 asks for."""
+    response = await get()
+    for _ in range(2):
+        if response.status_code not in (429, 503):
+            break
+        await anyio.sleep(min(_retry_after(response.headers.get("Retry-After", "")), max_wait))
+        response = await get()
+    return response
+
+
+def _retry_after(value: str) -> float:
+    """Retry-After in seconds (it may be a number of seconds or a date); 1 if absent."""
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def _entry(feed_url: str, entry: Any) -> RSSEntry:
+    said = "\x00".join(str(entry.get(key)) for key in ("title", "summary", "published"))
+    # The entry's id (an RSS guid), else its link, else a hash of what it says.
+    external_id = entry.get("id") or entry.get("link") or hashlib.sha256(said.encode()).hexdigest()
+    return RSSEntry(
+        feedUrl=feed_url,
+        externalId=external_id,
+        title=entry.get("title"),
+        link=entry.get("link"),
+        summary=entry.get("summary"),
+        content=(entry.get("content") or [{}])[0].get("value"),
+        author=entry.get("author"),
+        datePublished=_millis(entry, "published_parsed"),
+        dateUpdated=_millis(entry, "updated_parsed"),
+    )
+
+
+def _millis(entry: Any, key: str) -> int | None:
+    """A date of the entry in milliseconds (feedparser gives UTC ``struct_time``s)."""
+    parsed = dict.get(entry, key)  # dict's get: no fallback from "updated" to "published"
+    return timegm(parsed) * 1000 if parsed else None
+
+
+def _credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """The URL without user:password, and those as auth: a header, which is never logged."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return url, None  # the GET reports it
+    auth = httpx.BasicAuth(parsed.username, parsed.password) if parsed.username else None
+    return str(parsed.copy_with(username=None, password=None)), auth
+
+
+connector = FeedsConnector()

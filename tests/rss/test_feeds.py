@@ -1,0 +1,274 @@
+"""The feeds connector against a real HTTP server on loopback and a real local Pod."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.rss import RSSEntry, RSSFeed, connector
+from importer.model import derive_id
+from importer.testing import check_connector, local_pod, run_connector, snapshot
+
+from .feedserver import ATOM_TYPE, Resource, atom, closed_port_url, feed_server, rss
+
+
+def _millis(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
+    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp() * 1000)
+
+
+BLOG_ITEMS = [
+    {
+        "title": "First post",
+        "link": "https://blog.example/first",
+        "guid": "tag:blog.example,2024:1",
+        "description": "The first summary",
+        "content:encoded": "<p>The <b>first</b> body</p>",
+        "author": "ann@blog.example (Ann)",
+        "pubDate": "Wed, 01 May 2024 10:00:00 +0200",
+    },
+    {"title": "Only a link", "link": "https://blog.example/second"},
+    {"title": "Neither id nor link", "description": "Just words"},
+]
+
+NOTES_ENTRIES = [
+    {
+        "id": "urn:note:1",
+        "title": "Atom one",
+        "link": "https://notes.example/1",
+        "summary": "one, briefly",
+        "content": "<em>one</em> in full",
+        "author": "Bo",
+        "published": "2024-05-01T00:00:00Z",
+        "updated": "2024-05-02T12:30:00Z",
+    },
+    {"id": "urn:note:2", "title": "Atom two", "updated": "2024-05-03T00:00:00Z"},
+]
+
+
+def _entries(snap: Any, feed_url: str) -> dict[str, dict[str, Any]]:
+    feed_id = RSSFeed(url=feed_url).ensure_id()
+    linked = {source for source, _, target in snap.edges_named("feed") if target == feed_id}
+    return {e["externalId"]: e for e in snap.of_type("RSSEntry") if e["id"] in linked}
+
+
+async def test_rss_and_atom_feeds_land_with_their_entries(tmp_path: Path) -> None:
+    with feed_server() as server:
+        server.resources["/blog.xml"] = Resource(rss("Blog", BLOG_ITEMS))
+        server.resources["/notes.atom"] = Resource(atom("Notes", NOTES_ENTRIES), ATOM_TYPE)
+        blog, notes = server.url("/blog.xml"), server.url("/notes.atom")
+        async with local_pod(tmp_path / "pod") as pod:
+            options = {"feeds": [blog, notes], "user_agent": "feeds-test/1.0"}
+            result = await run_connector(connector, options, client=pod, data_dir=tmp_path)
+            assert result.error is None and result.skip_count == 0
+            snap = await snapshot(pod)
+        assert [r.headers["user-agent"] for r in server.requests] == ["feeds-test/1.0"] * 2
+
+    feeds = {f["url"]: f for f in snap.of_type("RSSFeed")}
+    assert set(feeds) == {blog, notes}
+    assert feeds[blog]["title"] == "Blog" and feeds[blog]["description"] == "About Blog"
+    assert feeds[blog]["link"] == "https://blog.example/"
+    assert feeds[notes]["title"] == "Notes" and feeds[notes]["description"] == "Notes on Notes"
+
+    posts = _entries(snap, blog)
+    assert len(posts) == 3 and len(snap.of_type("RSSEntry")) == 5
+    first = posts["tag:blog.example,2024:1"]
+    assert first["title"] == "First post" and first["link"] == "https://blog.example/first"
+    assert first["summary"] == "The first summary"
+    assert first["content"] == "<p>The <b>first</b> body</p>"
+    assert first["author"] == "ann@blog.example (Ann)"
+    assert first["datePublished"] == _millis(2024, 5, 1, 8)
+    assert first["feedUrl"] == blog
+    # No guid: the link identifies the entry.
+    second = posts["https://blog.example/second"]
+    assert second["title"] == "Only a link" and second["link"] == "https://blog.example/second"
+    # Neither: a hash of what the entry says.
+    (hashed,) = (e for e in posts.values() if e["title"] == "Neither id nor link")
+    assert len(hashed["externalId"]) == 64 and hashed["summary"] == "Just words"
+    assert "link" not in hashed
+
+    one = _entries(snap, notes)["urn:note:1"]
+    assert one["title"] == "Atom one" and one["summary"] == "one, briefly"
+    assert one["content"] == "<em>one</em> in full" and one["author"] == "Bo"
+    assert one["datePublished"] == _millis(2024, 5, 1)
+    assert one["dateUpdated"] == _millis(2024, 5, 2, 12, 30)
+    assert one["id"] == RSSEntry(feedUrl=notes, externalId="urn:note:1").ensure_id()
+    assert len(snap.edges_named("feed")) == 5
+
+
+async def test_new_entries_are_imported_alone_and_changed_titles_update(tmp_path: Path) -> None:
+    items = [{"guid": f"p{i}", "title": f"Post {i}", "description": f"text {i}"} for i in range(3)]
+    with feed_server() as server:
+        server.resources["/feed.xml"] = Resource(rss("Changing", items))
+        url = server.url("/feed.xml")
+        async with local_pod(tmp_path / "pod") as pod:
+            first = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            assert first.stats.created == 4  # the feed and three entries
+
+            items[0] = {**items[0], "title": "Post 0, corrected"}
+            items.append({"guid": "p3", "title": "Post 3", "description": "text 3"})
+            server.resources["/feed.xml"] = Resource(rss("Changing", items))
+            again = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            assert again.error is None
+            assert (again.stats.created, again.stats.updated) == (1, 1)
+            assert again.stats.edges_created == 1
+            snap = await snapshot(pod)
+
+    titles = {e["externalId"]: e["title"] for e in _entries(snap, url).values()}
+    assert titles == {"p0": "Post 0, corrected", "p1": "Post 1", "p2": "Post 2", "p3": "Post 3"}
+    assert len(snap.of_type("RSSEntry")) == 4 and len(snap.edges_named("feed")) == 4
+
+
+async def test_an_unchanged_feed_answers_304_and_nothing_is_written(tmp_path: Path) -> None:
+    modified = "Wed, 01 May 2024 10:00:00 GMT"
+    with feed_server() as server:
+        server.resources["/feed.xml"] = Resource(
+            rss("Stable", BLOG_ITEMS), etag='"v1"', last_modified=modified
+        )
+        url = server.url("/feed.xml")
+        async with local_pod(tmp_path / "pod") as pod:
+            first = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            assert first.stats.created == 4
+            account = await pod.get_item(derive_id("Account", "rss", "test"))
+            assert account is not None
+            state = json.loads(account["importerState"])["rss"]
+            assert state == {url: {"If-None-Match": '"v1"', "If-Modified-Since": modified}}
+            before = await snapshot(pod)
+
+            again = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            assert again.error is None and again.skip_count == 0
+            assert again.stats.created == again.stats.updated == again.stats.unchanged == 0
+            assert again.stats.edges_created == 0
+            assert (await snapshot(pod)).comparable() == before.comparable()
+
+            # --full-refresh forgets the validators: a plain GET, and dedup keeps it exact.
+            full = await run_connector(
+                connector, {"feeds": [url]}, client=pod, data_dir=tmp_path, full_refresh=True
+            )
+            assert full.stats.created == 0 and full.stats.unchanged == 4
+        first_get, conditional, unconditional = server.seen("/feed.xml")
+
+    assert "if-none-match" not in first_get.headers and first_get.status == 200
+    assert conditional.headers["if-none-match"] == '"v1"'
+    assert conditional.headers["if-modified-since"] == modified
+    assert conditional.status == 304
+    assert "if-none-match" not in unconditional.headers and unconditional.status == 200
+
+
+async def test_503_then_200_waits_as_told_and_imports(tmp_path: Path) -> None:
+    with feed_server() as server:
+        server.resources["/busy.xml"] = Resource(
+            rss("Busy", BLOG_ITEMS[:1]), before=[(503, {"Retry-After": "1"})]
+        )
+        url = server.url("/busy.xml")
+        async with local_pod(tmp_path / "pod") as pod:
+            result = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            assert result.error is None and result.skip_count == 0
+            snap = await snapshot(pod)
+        busy, served = server.seen("/busy.xml")
+
+    assert (busy.status, served.status) == (503, 200)
+    assert served.at - busy.at >= 0.9  # Retry-After: 1 was honoured
+    assert [e["title"] for e in snap.of_type("RSSEntry")] == ["First post"]
+
+
+async def test_retry_waits_are_bounded_and_tries_are_few(tmp_path: Path) -> None:
+    refusing = [(429, {"Retry-After": "3600"})] * 5
+    with feed_server() as server:
+        server.resources["/limited.xml"] = Resource(rss("Limited", BLOG_ITEMS), before=refusing)
+        server.resources["/fine.xml"] = Resource(rss("Fine", BLOG_ITEMS[:1]))
+        limited, fine = server.url("/limited.xml"), server.url("/fine.xml")
+        async with local_pod(tmp_path / "pod") as pod:
+            started = time.monotonic()
+            result = await run_connector(
+                connector,
+                {"feeds": [limited, fine], "max_retry_wait": 0.2},
+                client=pod,
+                data_dir=tmp_path,
+            )
+            assert time.monotonic() - started < 10
+            snap = await snapshot(pod)
+        assert [r.status for r in server.seen("/limited.xml")] == [429, 429, 429]
+
+    assert result.error is None
+    assert [(s.ref, s.reason) for s in result.skipped] == [(limited, "HTTP 429 Too Many Requests")]
+    assert [f["url"] for f in snap.of_type("RSSFeed")] == [fine]
+
+
+async def test_broken_feeds_are_recorded_and_the_others_import(tmp_path: Path) -> None:
+    unreachable = closed_port_url()
+    with feed_server() as server:
+        server.resources["/good.xml"] = Resource(rss("Good", BLOG_ITEMS))
+        server.resources["/truncated.xml"] = Resource(b"<rss><channel><title>Cut sh")
+        server.resources["/page.html"] = Resource(b"<html><body>hi</body></html>", "text/html")
+        server.resources["/slow.xml"] = Resource(rss("Slow", BLOG_ITEMS), delay=2.0)
+        server.resources["/empty.xml"] = Resource(b"")
+        cut = rss("Partial", BLOG_ITEMS[:1]).replace(b"</channel></rss>", b"<item><title>Cu")
+        server.resources["/partial.xml"] = Resource(cut)
+        paths = ["/truncated.xml", "/page.html", "/empty.xml", "/missing.xml", "/slow.xml"]
+        feeds = [unreachable, *(server.url(p) for p in [*paths, "/partial.xml", "/good.xml"])]
+        async with local_pod(tmp_path / "pod") as pod:
+            result = await run_connector(
+                connector, {"feeds": feeds, "timeout": 0.5}, client=pod, data_dir=tmp_path
+            )
+            assert result.error is None  # each failure is the feed's own, the run goes on
+            snap = await snapshot(pod)
+            assert result.run_id is not None
+            run = await pod.get_item(result.run_id)
+            assert run is not None
+
+    reasons = {s.ref: s.reason for s in result.skipped}
+    assert set(reasons) == set(feeds[:-2])
+    assert reasons[unreachable].startswith("unreachable: ConnectError: ")
+    assert reasons[server.url("/truncated.xml")].startswith("malformed feed: ")
+    assert "no element found" in reasons[server.url("/truncated.xml")]
+    assert reasons[server.url("/page.html")] == (
+        "malformed feed: text/html is not an XML media type"
+    )
+    assert reasons[server.url("/empty.xml")] == "malformed feed: not RSS or Atom"
+    assert reasons[server.url("/missing.xml")] == "HTTP 404 Not Found"
+    assert reasons[server.url("/slow.xml")] == "unreachable: ReadTimeout"
+    good, partial = server.url("/good.xml"), server.url("/partial.xml")
+    assert sorted(f["url"] for f in snap.of_type("RSSFeed")) == sorted([good, partial])
+    assert len(_entries(snap, good)) == 3
+    # A feed that breaks off mid-way still yields the entries that were readable.
+    assert "tag:blog.example,2024:1" in _entries(snap, partial)
+    logged = {entry["ref"]: entry["reason"] for entry in json.loads(run["skipLog"])}
+    assert logged == reasons and run["skippedCount"] == 6 and run["status"] == "done"
+
+
+async def test_a_password_in_a_feed_url_is_used_but_never_shown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with feed_server() as server:
+        server.resources["/private.xml"] = Resource(rss("Private", BLOG_ITEMS[:1]))
+        secret_url = server.url("/private.xml").replace("//", "//reader:s3cret-pw@")
+        missing = server.url("/gone.xml").replace("//", "//reader:s3cret-pw@")
+        async with local_pod(tmp_path / "pod") as pod:
+            result = await run_connector(
+                connector, {"feeds": [secret_url, missing]}, client=pod, data_dir=tmp_path
+            )
+            snap = await snapshot(pod, include_bookkeeping=True)
+            account = await pod.get_item(derive_id("Account", "rss", "test"))
+        assert server.seen("/private.xml")[0].headers["authorization"].startswith("Basic ")
+
+    assert [f["url"] for f in snap.of_type("RSSFeed")] == [server.url("/private.xml")]
+    assert [s.ref for s in result.skipped] == [server.url("/gone.xml")]
+    stored = json.dumps([snap.items, account])
+    assert "s3cret-pw" not in stored and "s3cret-pw" not in caplog.text
+
+
+async def test_conformance(tmp_path: Path) -> None:
+    items = [{"guid": f"g{i}", "title": f"Post {i}"} for i in range(40)]
+    entries = [{"id": f"urn:e{i}", "title": f"Entry {i}"} for i in range(30)]
+    with feed_server() as server:
+        server.resources["/a.xml"] = Resource(rss("A", items), etag='"a"')
+        server.resources["/b.atom"] = Resource(atom("B", entries), ATOM_TYPE)
+        options = {"feeds": [server.url("/a.xml"), server.url("/b.atom")]}
+        await check_connector(connector, options, tmp_path)
