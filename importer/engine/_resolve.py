@@ -147,6 +147,8 @@ class Resolver:
             if item_id in self.waiting and exists(item_id):
                 candidates.extend(sorted(self.waiting.pop(item_id)))
         await self._plan_edges(plan, candidates, exists, creating)
+        if plan.pending_added:
+            await self._drop_stored_pending(plan)
 
         touched = [key[0] for key in plan.create_edges] + [key[2] for key in plan.create_edges]
         touched += [update["id"] for update in plan.update_items]
@@ -200,6 +202,13 @@ class Resolver:
                 self.edges_known.put(key, None)
             else:
                 self._plan_edge(plan, key)
+
+    async def _drop_stored_pending(self, plan: Plan) -> None:
+        """Don't create PendingEdge items the Pod has (a resent bulk may have stored them)."""
+        ids = {pending_edge_id(key) for key in plan.pending_added}
+        stored = await self._lookup(sorted(ids), with_edges=False)
+        if stored:
+            plan.create_items = [item for item in plan.create_items if item["id"] not in stored]
 
     def _wait(self, plan: Plan, key: EdgeKey, missing: str) -> None:
         self.waiting.setdefault(missing, set()).add(key)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from ..connector import Connector
 from ..context import RunContext, SkippedRecord
 from ..model import Item
-from ..pod.errors import PodError
+from ..pod.errors import PodConflict, PodError
 from ..schema import CENTRAL_TYPES, Account, Importer, ImporterRun, PendingEdge
 from ._batch import Batch, BatchBuilder
 from ._lock import RunLock
@@ -91,6 +91,40 @@ def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if not isinstance(exc, anyio.get_cancelled_exc_class()):
             return exc
     return leaves[0]
+
+
+async def create_missing(
+    client: Any, items: list[dict[str, Any]], edges: list[dict[str, str]], *, tries: int = 3
+) -> None:
+    """Create ``items`` then ``edges`` in one bulk, minus what the Pod already has.
+
+    A bulk retried after its answer was lost conflicts (409) although it was
+    applied; asking the Pod what exists and sending only the rest makes these
+    set-up writes idempotent.
+    """
+    for attempt in range(tries):
+        if not items and not edges:
+            return
+        try:
+            await client.bulk(create_items=items or None, create_edges=edges or None)
+            return
+        except PodConflict:
+            if attempt == tries - 1:
+                raise
+        sources = sorted({edge["_source"] for edge in edges})
+        found = await client.bulk(
+            search=[{"id": item["id"]} for item in items]
+            + [{"id": source, "[[edges]]": {}} for source in sources]
+        )
+        results = found.search_results
+        items = [item for item, hits in zip(items, results, strict=False) if not hits]
+        present = {
+            (hit["id"], edge.get("_edge"), (edge.get("_item") or {}).get("id"))
+            for hits in results[len(results) - len(sources) :]
+            for hit in hits
+            for edge in hit.get("[[edges]]", [])
+        }
+        edges = [e for e in edges if (e["_source"], e["_name"], e["_target"]) not in present]
 
 
 def _now_ms() -> int:
@@ -193,7 +227,7 @@ class _Run:
                 edges.append(
                     {"_source": importer_id, "_name": "account", "_target": self.account_id}
                 )
-            await self.client.bulk(create_items=create, create_edges=edges or None)
+            await create_missing(self.client, create, edges)
         self.importer_id = importer_id
         return acc_found[0] if acc_found else self.account.to_pod()
 
@@ -226,11 +260,10 @@ class _Run:
             progress=0.0,
         )
         self.run_id = run.ensure_id()
-        await self.client.bulk(
-            create_items=[run.to_pod()],
-            create_edges=[
-                {"_source": self.run_id, "_name": "importer", "_target": self.importer_id}
-            ],
+        await create_missing(
+            self.client,
+            [run.to_pod()],
+            [{"_source": self.run_id, "_name": "importer", "_target": self.importer_id}],
         )
 
     def _run_update(self, ctx: RunContext[Any]) -> dict[str, Any]:
@@ -359,12 +392,15 @@ class _Run:
             )
             settle = await resolver.settle_pending()
             if settle.has_writes() and not self.dry_run:
-                await self.client.bulk(
-                    delete_items=settle.delete_items or None,
-                    create_edges=[
-                        {"_source": s, "_name": n, "_target": t} for s, n, t in settle.create_edges
-                    ]
-                    or None,
+                if settle.delete_items:
+                    await self.client.bulk(delete_items=settle.delete_items)
+                await create_missing(
+                    self.client,
+                    [],
+                    [
+                        {"_source": s, "_name": n, "_target": t}
+                        for s, n, t in settle.create_edges
+                    ],
                 )
                 self.stats.edges_created += len(settle.create_edges)
             source_errors: list[Exception] = []
