@@ -1,0 +1,218 @@
+"""The photos connector end to end, against reading the same files without the Pod.
+
+N generated JPEGs of mixed sizes (0.5 to 12 megapixels, EXIF date on all,
+GPS on some), imported by ``python -m importer run photos -o roots=[...]``
+as a whole process into a fresh embedded Pod (``IMPORTER_DATA_DIR``).
+Measured in the same run:
+
+* the floor: every file hashed (sha256) and thumbnailed (Pillow, reduced
+  JPEG decoding, 256 px JPEG) with the same number of threads as the
+  importer (and with one, for reference), nothing stored;
+* a re-run on the unchanged folder;
+* the importer's peak RSS importing 500 photos of 20 megapixels.
+
+Generated pictures are cached under the temp directory
+(``importer-bench-photos/``), so only the first run pays for them.
+
+    python -m benchmarks.photos            # 2,000 mixed JPEGs, 500 x 20 MP
+    python -m benchmarks.photos --quick    # 100 small JPEGs, 8 x 20 MP: a smoke run
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image
+
+from ._common import (
+    ChildRun,
+    MiB,
+    bench_parser,
+    child_env,
+    machine_line,
+    print_table,
+    report_ratio,
+    run_child,
+    stopwatch,
+)
+
+_GOAL_VS_FLOOR = 1.3
+_GOAL_RERUN_SHARE = 0.05
+_GOAL_PEAK_RSS_MIB = 400
+_WORKERS = 2
+"""The connector's default ``workers``; the floor uses as many threads."""
+_MIXED_SIZES = ((800, 600), (1600, 1200), (2592, 1944), (4000, 3000))
+_QUICK_SIZES = ((640, 480), (1024, 768), (1600, 1200))
+_BIG = (5472, 3648)
+_CACHE_VERSION = 1
+
+
+# -- the pictures ----------------------------------------------------------------
+
+
+def _noise_tile() -> np.ndarray:
+    return np.random.default_rng(0).integers(-12, 13, size=(256, 256, 3), dtype=np.int16)
+
+
+def _picture(seed: int, size: tuple[int, int]) -> bytes:
+    """A JPEG like a photo: smooth random shapes plus grain, EXIF date (and GPS on some)."""
+    rng = np.random.default_rng(seed)
+    coarse = (rng.random((9, 12, 3)) * 255).astype(np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC))
+    width, height = size
+    grain = np.tile(_noise_tile(), (height // 256 + 1, width // 256 + 1, 1))[:height, :width]
+    pixels = np.clip(smooth.astype(np.int16) + grain, 0, 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "BenchCam"
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = (
+        f"2023:{seed % 12 + 1:02}:{seed % 28 + 1:02} 12:{seed % 60:02}:00"
+    )
+    if seed % 3 == 0:
+        gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+        gps[ExifTags.GPS.GPSLatitudeRef] = "N"
+        gps[ExifTags.GPS.GPSLatitude] = (52.0, float(seed % 60), 0.0)
+        gps[ExifTags.GPS.GPSLongitudeRef] = "E"
+        gps[ExifTags.GPS.GPSLongitude] = (4.0, float(seed % 60), 0.0)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=88, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def _write_picture(job: tuple[Path, int, tuple[int, int]]) -> int:
+    path, seed, size = job
+    data = _picture(seed, size)
+    path.write_bytes(data)
+    return len(data)
+
+
+def pictures(name: str, sizes: Sequence[tuple[int, int]], count: int) -> Path:
+    """A cached folder of ``count`` generated JPEGs (sizes taken in turn), 100 per subfolder."""
+    folder = Path(tempfile.gettempdir()) / "importer-bench-photos" / f"{name}-v{_CACHE_VERSION}"
+    marker = folder / ".complete"
+    if marker.exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    jobs = []
+    for i in range(count):
+        path = folder / f"{i // 100:03}" / f"IMG_{i:05}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        jobs.append((path, 10_000 + i, sizes[i % len(sizes)]))
+    with stopwatch() as watch, ProcessPoolExecutor(os.cpu_count() or 2) as pool:
+        total = sum(pool.map(_write_picture, jobs, chunksize=4))
+    print(
+        f"generated {count:,} pictures in {folder} ({total / MiB:,.0f} MiB, "
+        f"{watch.seconds:.0f} s; cached for the next run)",
+        flush=True,
+    )
+    marker.touch()
+    return folder
+
+
+# -- the floor -------------------------------------------------------------------
+
+
+def _read_one(path: Path) -> int:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    with Image.open(path) as image:
+        image.draft("RGB", (256, 256))
+        image.thumbnail((256, 256), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        image.convert("RGB").save(out, "JPEG", quality=85)
+    return len(out.getvalue())
+
+
+def floor(folder: Path, threads: int) -> float:
+    """Seconds to hash and thumbnail every picture, ``threads`` at a time."""
+    files = sorted(folder.rglob("*.jpg"))
+    with stopwatch() as watch, ThreadPoolExecutor(threads) as pool:
+        done = sum(1 for _ in pool.map(_read_one, files))
+    if done != len(files):
+        raise RuntimeError("the floor missed files")
+    return watch.seconds
+
+
+# -- the importer ----------------------------------------------------------------
+
+
+def import_folder(folder: Path, data_dir: Path) -> ChildRun:
+    config = data_dir.parent / f"{data_dir.name}.toml"
+    config.write_text("")
+    env = child_env(IMPORTER_DATA_DIR=str(data_dir), IMPORTER_CONFIG=str(config))
+    roots = "roots=" + json.dumps([str(folder)])
+    return run_child(
+        [sys.executable, "-m", "importer", "run", "photos", "-o", roots], env=env
+    ).check("importer run photos")
+
+
+def _summary(run: ChildRun) -> str:
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if "imported" in line]
+    return lines[-1].strip() if lines else "(no summary)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = bench_parser(__doc__ or "")
+    parser.add_argument("--count", type=int, help="mixed pictures (default 2,000; --quick 100)")
+    parser.add_argument("--big", type=int, help="20 MP pictures (default 500; --quick 8)")
+    args = parser.parse_args(argv)
+    count = args.count or (100 if args.quick else 2_000)
+    big = args.big or (8 if args.quick else 500)
+    sizes = _QUICK_SIZES if args.quick else _MIXED_SIZES
+    print(f"photos: {count:,} JPEGs of mixed sizes, then {big:,} of 20 MP")
+    print(machine_line(), flush=True)
+    mixed = pictures(f"mixed-{'quick-' if args.quick else ''}{count}", sizes, count)
+    large = pictures(f"20mp-{big}", [_BIG], big)
+    mixed_bytes = sum(p.stat().st_size for p in mixed.rglob("*.jpg"))
+
+    with tempfile.TemporaryDirectory(prefix="bench-photos-") as tmp:
+        root = Path(tmp)
+        # Warm the page cache so no variant pays for the first read from disk.
+        floor(mixed, _WORKERS)
+        floor_one = floor(mixed, 1)
+        floor_many = floor(mixed, _WORKERS)
+        first = import_folder(mixed, root / "pod-mixed")
+        rerun = import_folder(mixed, root / "pod-mixed")
+        startup = run_child([sys.executable, "-m", "importer", "--version"], env=child_env())
+        large_run = import_folder(large, root / "pod-20mp")
+
+    rows: list[list[object]] = [
+        ["python -m importer --version (process start-up)", "-", startup.seconds, "-",
+         startup.peak_rss / MiB, ""],
+        ["floor: hash + thumbnail, 1 thread", count, floor_one, count / floor_one, "-", ""],
+        [f"floor: hash + thumbnail, {_WORKERS} threads", count, floor_many,
+         count / floor_many, "-", ""],
+        [f"import {count:,} mixed JPEGs ({mixed_bytes / MiB:,.0f} MiB)", count, first.seconds,
+         count / first.seconds, first.peak_rss / MiB, _summary(first)],
+        ["re-run, folder unchanged", count, rerun.seconds, "-", rerun.peak_rss / MiB,
+         _summary(rerun)],
+        [f"import {big:,} JPEGs of 20 MP", big, large_run.seconds, big / large_run.seconds,
+         large_run.peak_rss / MiB, _summary(large_run)],
+    ]
+    print_table(
+        "Photos import (whole processes; seconds include start-up)",
+        ["what", "photos", "seconds", "photos/s", "peak RSS MiB", "summary"],
+        rows,
+    )
+    print()
+    report_ratio("photos.import_vs_floor", first.seconds / floor_many, "<=", _GOAL_VS_FLOOR)
+    report_ratio("photos.rerun_vs_first", rerun.seconds / first.seconds, "<=", _GOAL_RERUN_SHARE)
+    report_ratio(
+        "photos.peak_rss_20mp", large_run.peak_rss / MiB, "<", _GOAL_PEAK_RSS_MIB, unit="MiB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,283 @@
+"""Bulk writes into the local Pod through PodClient, against plain SQLCipher inserts.
+
+Creates N items of a custom type (10 properties, declared with ``add_schema``)
+and N edges in bulks of 1000, (a) in-process through the embedded client and
+(b) over a socket to ``python -m importer pod serve`` in a child process
+(whose RSS is watched throughout).  The floor, measured in the same run, is
+the same rows inserted with ``executemany`` into a SQLCipher database with the
+Pod's settings (raw key, WAL, synchronous=FULL, one transaction per bulk): a
+flat table with one column per property, and an edges table.
+
+    python -m benchmarks.pod_bulk            # 100k items + 100k edges
+    python -m benchmarks.pod_bulk --quick    # 5k + 5k, a smoke run
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import sqlcipher3
+
+from importer.model import derive_id
+from importer.pod import ClientAuth, PodClient, load_keys, open_embedded_client
+
+from ._common import (
+    ChildProcess,
+    MiB,
+    bench_parser,
+    child_env,
+    free_port,
+    machine_line,
+    peak_rss_self,
+    print_table,
+    report_ratio,
+    stopwatch,
+)
+
+ITEM_TYPE = "BenchRecord"
+EDGE_NAME = "benchLink"
+PROPERTIES: dict[str, str] = {
+    "benchTitle": "Text",
+    "benchBody": "Text",
+    "benchCategory": "Text",
+    "benchRef": "Text",
+    "benchCount": "Integer",
+    "benchSize": "Integer",
+    "benchRank": "Integer",
+    "benchScore": "Real",
+    "benchFlag": "Bool",
+    "benchWhen": "DateTime",
+}
+_SQL_TYPES = {"Text": "TEXT", "Integer": "INTEGER", "Real": "REAL", "Bool": "INTEGER",
+              "DateTime": "INTEGER"}
+_GOAL_IN_PROCESS = 0.40
+_GOAL_SOCKET = 0.25
+_GOAL_SERVER_RSS = 200 * MiB
+
+
+@dataclass(frozen=True)
+class Workload:
+    items: list[dict[str, Any]]
+    edges: list[dict[str, str]]
+    bulk: int
+
+    def item_bulks(self) -> list[list[dict[str, Any]]]:
+        return [self.items[i : i + self.bulk] for i in range(0, len(self.items), self.bulk)]
+
+    def edge_bulks(self) -> list[list[dict[str, str]]]:
+        return [self.edges[i : i + self.bulk] for i in range(0, len(self.edges), self.bulk)]
+
+
+def make_workload(count: int, bulk: int) -> Workload:
+    """``count`` items with 10 properties each, and ``count`` edges between them."""
+    ids = [derive_id(ITEM_TYPE, str(i)) for i in range(count)]
+    items = [
+        {
+            "id": ids[i],
+            "type": ITEM_TYPE,
+            "benchTitle": f"Record number {i}",
+            "benchBody": f"Some body text for record {i}, long enough to be realistic. " * 2,
+            "benchCategory": f"category-{i % 17}",
+            "benchRef": f"ref:{i:08d}",
+            "benchCount": i,
+            "benchSize": (i * 7919) % 100_000,
+            "benchRank": i % 1000,
+            "benchScore": i / 7.0,
+            "benchFlag": i % 3 == 0,
+            "benchWhen": 1_700_000_000_000 + i * 1000,
+        }
+        for i in range(count)
+    ]
+    edges = [
+        {"_source": ids[i], "_target": ids[(i * 7 + 1) % count], "_name": EDGE_NAME}
+        for i in range(count)
+    ]
+    return Workload(items, edges, bulk)
+
+
+@dataclass(frozen=True)
+class Rates:
+    items_per_s: float
+    edges_per_s: float
+
+
+# -- the floor: plain executemany into SQLCipher ---------------------------------
+
+
+def floor_rates(directory: Path, work: Workload) -> Rates:
+    """The same rows into flat SQLCipher tables, one transaction per bulk."""
+    columns = list(PROPERTIES)
+    item_rows = [
+        [(item["id"], *(item[c] for c in columns)) for item in bulk] for bulk in work.item_bulks()
+    ]
+    edge_rows = [
+        [(e["_source"], e["_name"], e["_target"]) for e in bulk] for bulk in work.edge_bulks()
+    ]
+    path = directory / f"floor-{secrets.token_hex(4)}.db"
+    conn = sqlcipher3.connect(str(path), isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA key = \"x'{secrets.token_hex(32)}'\"")
+        for pragma in ("temp_store = MEMORY", "journal_mode = WAL", "synchronous = FULL",
+                       "cache_size = -32000"):
+            conn.execute(f"PRAGMA {pragma}")
+        defs = ", ".join(f"{c} {_SQL_TYPES[t]}" for c, t in PROPERTIES.items())
+        conn.execute(f"CREATE TABLE records (rid INTEGER PRIMARY KEY, id TEXT UNIQUE, {defs})")
+        conn.execute(
+            "CREATE TABLE edges (rid INTEGER PRIMARY KEY, source TEXT, name TEXT, target TEXT)"
+        )
+        insert = (
+            f"INSERT INTO records (id, {', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * (len(columns) + 1))})"
+        )
+        with stopwatch() as items_time:
+            for rows in item_rows:
+                conn.execute("BEGIN")
+                conn.executemany(insert, rows)
+                conn.execute("COMMIT")
+        with stopwatch() as edges_time:
+            for erows in edge_rows:
+                conn.execute("BEGIN")
+                conn.executemany("INSERT INTO edges (source, name, target) VALUES (?, ?, ?)", erows)
+                conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return Rates(len(work.items) / items_time.seconds, len(work.edges) / edges_time.seconds)
+
+
+# -- through the client ------------------------------------------------------------
+
+
+async def client_rates(client: PodClient, work: Workload) -> Rates:
+    """Declare the type, then send every item bulk and every edge bulk back to back."""
+    await client.create_account()
+    await client.add_schema({ITEM_TYPE: {"properties": PROPERTIES}})
+    with stopwatch() as items_time:
+        for bulk in work.item_bulks():
+            await client.bulk(create_items=bulk)
+    with stopwatch() as edges_time:
+        for edges in work.edge_bulks():
+            await client.bulk(create_edges=edges)
+    found = await client.search({"type": ITEM_TYPE, "_limit": 1})
+    if not found:
+        raise RuntimeError("the Pod holds none of the items just created")
+    return Rates(len(work.items) / items_time.seconds, len(work.edges) / edges_time.seconds)
+
+
+async def in_process_rates(directory: Path, work: Workload) -> Rates:
+    async with open_embedded_client(directory) as client:
+        return await client_rates(client, work)
+
+
+def _config_file(directory: Path) -> Path:
+    config = directory / "config.toml"
+    config.write_text("")
+    return config
+
+
+def _wait_until_serving(url: str, server: ChildProcess, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.alive():
+            run = server.wait()
+            raise RuntimeError(f"the Pod server exited {run.returncode}: {run.stderr[-2000:]}")
+        try:
+            if httpx.get(url + "/", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("the Pod server did not start in time")
+
+
+@dataclass(frozen=True)
+class ServerMemory:
+    serving: int
+    """Peak RSS while requests were served."""
+    overall: int
+    """Peak RSS from start to exit, shutdown included."""
+
+
+def socket_rates(directory: Path, work: Workload) -> tuple[Rates, ServerMemory]:
+    """Rates against ``importer pod serve`` in a child process, and its peak RSS."""
+    data_dir = directory / "served"
+    port = free_port()
+    server = ChildProcess(
+        [sys.executable, "-m", "importer", "pod", "serve", "--data-dir", str(data_dir),
+         "--port", str(port)],
+        env=child_env(IMPORTER_CONFIG=str(_config_file(directory))),
+    ).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_serving(url, server)
+        keys = load_keys(directory / "client-keys")
+
+        async def go() -> Rates:
+            async with PodClient(url, keys.owner_key, ClientAuth(keys.database_key)) as client:
+                return await client_rates(client, work)
+
+        rates = anyio.run(go)
+        serving = server.rss_so_far
+    finally:
+        run = server.stop()
+    if run.returncode not in (0, -2, 130):
+        raise RuntimeError(f"the Pod server exited {run.returncode}: {run.stderr[-2000:]}")
+    return rates, ServerMemory(serving, run.peak_rss)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = bench_parser(__doc__ or "")
+    parser.add_argument("--count", type=int, help="items (and edges) to create")
+    parser.add_argument("--bulk", type=int, default=1000, help="records per bulk request")
+    args = parser.parse_args(argv)
+    count = args.count or (5_000 if args.quick else 100_000)
+    print(f"pod_bulk: {count:,} items x 10 properties + {count:,} edges, bulks of {args.bulk}")
+    print(machine_line(), flush=True)
+    work = make_workload(count, args.bulk)
+    with tempfile.TemporaryDirectory(prefix="bench-pod-") as tmp:
+        root = Path(tmp)
+        floors = [floor_rates(root, work)]
+        embedded = anyio.run(in_process_rates, root / "embedded", work)
+        served, server_rss = socket_rates(root, work)
+        floors.append(floor_rates(root, work))
+    # The faster of the two floor runs (before and after): the stricter baseline.
+    floor = Rates(max(f.items_per_s for f in floors), max(f.edges_per_s for f in floors))
+    print_table(
+        "Throughput (records/s)",
+        ["path", "items/s", "edges/s", "items vs floor", "edges vs floor"],
+        [
+            ["floor: executemany into SQLCipher", floor.items_per_s, floor.edges_per_s, 1.0, 1.0],
+            *[
+                [name, r.items_per_s, r.edges_per_s, r.items_per_s / floor.items_per_s,
+                 r.edges_per_s / floor.edges_per_s]
+                for name, r in (("PodClient in-process (embedded)", embedded),
+                                ("PodClient over a socket", served))
+            ],
+        ],
+    )
+    print(f"\nserver peak RSS while serving: {server_rss.serving / MiB:.0f} MiB; "
+          f"including shutdown: {server_rss.overall / MiB:.0f} MiB; "
+          f"this process (client + embedded Pod + workload): {peak_rss_self() / MiB:.0f} MiB\n")
+    report_ratio("pod_bulk.in_process.items", embedded.items_per_s / floor.items_per_s, ">=",
+                 _GOAL_IN_PROCESS)
+    report_ratio("pod_bulk.in_process.edges", embedded.edges_per_s / floor.edges_per_s, ">=",
+                 _GOAL_IN_PROCESS)
+    report_ratio("pod_bulk.socket.items", served.items_per_s / floor.items_per_s, ">=",
+                 _GOAL_SOCKET)
+    report_ratio("pod_bulk.socket.edges", served.edges_per_s / floor.edges_per_s, ">=",
+                 _GOAL_SOCKET)
+    report_ratio("pod_bulk.server_peak_rss", server_rss.overall / MiB, "<",
+                 _GOAL_SERVER_RSS / MiB, unit="MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
