@@ -9,8 +9,8 @@ group ``importer.connectors``; the built-in ones are registered the same way.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 import logging
+from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 

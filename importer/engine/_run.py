@@ -397,10 +397,7 @@ class _Run:
                 await create_missing(
                     self.client,
                     [],
-                    [
-                        {"_source": s, "_name": n, "_target": t}
-                        for s, n, t in settle.create_edges
-                    ],
+                    [{"_source": s, "_name": n, "_target": t} for s, n, t in settle.create_edges],
                 )
                 self.stats.edges_created += len(settle.create_edges)
             source_errors: list[Exception] = []

@@ -28,7 +28,17 @@ def _free_port() -> int:
 def pod_serve(data_dir: Path) -> Iterator[str]:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "importer", "pod", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "importer",
+            "pod",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -60,7 +70,10 @@ def test_served_pod_holds_what_the_embedded_default_wrote(tmp_path: Path) -> Non
         # Any Pod client: plain HTTP with the documented JSON body.
         answer = httpx.post(
             f"{url}/v4/{owner}/search",
-            json={"auth": {"type": "ClientAuth", "databaseKey": database}, "payload": {"type": "EmailMessage"}},
+            json={
+                "auth": {"type": "ClientAuth", "databaseKey": database},
+                "payload": {"type": "EmailMessage"},
+            },
         )
         assert answer.status_code == 200
         assert sorted(m["id"] for m in answer.json()) == sorted(m["id"] for m in embedded)
