@@ -71,16 +71,19 @@ class Plan:
 class Resolver:
     """Turns batches into plans; the only owner of the dedup caches."""
 
-    def __init__(self, search: BulkSearcher, *, cache_size: int) -> None:
+    def __init__(self, search: BulkSearcher, *, cache_size: int, optimistic: bool = True) -> None:
         self._search = search
-        self.known: LRU[str, str] = LRU(cache_size)
+        self.optimistic = optimistic
+        """Skip asking the Pod about unknown items until a bulk conflicts."""
+        self.known: LRU[str] = LRU(cache_size)
         """id -> mutable digest, for items that exist or are on their way."""
         self.in_flight: dict[str, int] = {}
         """id -> seq of the unacknowledged bulk that creates it."""
-        self.edges_known: LRU[EdgeKey, None] = LRU(cache_size)
-        self.stored_files: LRU[str, None] = LRU(cache_size)
+        self.edges_known: LRU[None] = LRU(cache_size)
+        self.stored_files: LRU[None] = LRU(cache_size)
         self.pending_keys: set[EdgeKey] = set()
         """Edges stored as PendingEdge items in the Pod."""
+        self._recreate: list[EdgeKey] = []
         self.waiting: dict[str, set[EdgeKey]] = {}
         """missing item id -> pending edges that wait for it."""
 
@@ -131,7 +134,14 @@ class Resolver:
         items = batch.items
         waiting = [key for item_id in items for key in sorted(self.waiting.get(item_id, ()))]
         referenced = {end for key in [*batch.edges, *waiting] for end in (key[0], key[2])}
-        unknown = [i for i in items if i not in self.known]
+        # Optimistic: items the caches don't know are taken to be new; if one
+        # exists after all, the Pod refuses the whole bulk (409) and the
+        # writer resolves it again with optimism off for the rest of the run.
+        unknown = [
+            i
+            for i, entry in items.items()
+            if i not in self.known and (not self.optimistic or entry.update_only)
+        ]
         unknown += [i for i in referenced if i not in items and i not in self.known]
         existing = await self._lookup(unknown, with_edges=False) if unknown else {}
 
@@ -147,6 +157,9 @@ class Resolver:
             if item_id in self.waiting and exists(item_id):
                 candidates.extend(sorted(self.waiting.pop(item_id)))
         await self._plan_edges(plan, candidates, exists, creating)
+        for key in self._recreate:
+            self._store_pending(plan, key)
+        self._recreate.clear()
         if plan.pending_added:
             await self._drop_stored_pending(plan)
 
@@ -215,6 +228,9 @@ class Resolver:
         if key in self.pending_keys:
             return
         self.pending_keys.add(key)
+        self._store_pending(plan, key)
+
+    def _store_pending(self, plan: Plan, key: EdgeKey) -> None:
         plan.pending_added.append(key)
         pending = PendingEdge(edgeSource=key[0], edgeName=key[1], edgeTarget=key[2])
         plan.create_items.append(pending.to_pod())
@@ -282,11 +298,17 @@ class Resolver:
         for key in plan.create_edges:
             self.edges_known.discard(key)
         for key in plan.pending_added:
-            self.pending_keys.discard(key)
-            for end in (key[0], key[2]):
-                waiting = self.waiting.get(end)
-                if waiting is not None:
-                    waiting.discard(key)
+            if key in self.pending_keys:
+                # Not stored after all; resolving the batch again decides anew.
+                self.pending_keys.discard(key)
+                for end in (key[0], key[2]):
+                    waiting = self.waiting.get(end)
+                    if waiting is not None:
+                        waiting.discard(key)
+            else:
+                # A later plan already resolved it and deletes the PendingEdge
+                # item after this one: the resent plan must still store it.
+                self._recreate.append(key)
         for key in plan.pending_resolved:
             self.pending_keys.add(key)
             self.waiting.setdefault(key[2], set()).add(key)

@@ -39,7 +39,7 @@ class EngineSettings:
     flush_interval: float = 1.0
     max_in_flight: int = 2
     upload_concurrency: int = 4
-    cache_size: int = 200_000
+    cache_size: int = 100_000
     source_chunk: int = 256
     source_buffer: int = 8
     run_update_interval: float = 5.0
@@ -125,6 +125,14 @@ async def create_missing(
             for edge in hit.get("[[edges]]", [])
         }
         edges = [e for e in edges if (e["_source"], e["_name"], e["_target"]) not in present]
+
+
+def _describe(exc: BaseException) -> str:
+    """A connector's own errors speak for themselves; builtin ones get their name."""
+    text = str(exc).strip()
+    if type(exc).__module__ == "builtins" or not text:
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text
 
 
 def _now_ms() -> int:
@@ -328,7 +336,7 @@ class _Run:
             # The connector's own failure (bad credentials, unreachable
             # source): recorded on the run, reported in one line.
             self.logger.debug("run failed", exc_info=True)
-            error = str(exc).strip() or type(exc).__name__
+            error = _describe(exc)
         await self._finish_run_item(ctx, error)
         return RunResult(
             account_name=self.account_name,

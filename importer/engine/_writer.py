@@ -112,8 +112,9 @@ class Writer:
 
     async def _wait_acked(self, seq: int) -> None:
         for earlier in list(self._submitted):
-            if earlier <= seq:
-                await self._acked[earlier].wait()
+            event = self._acked.get(earlier)  # gone: already completed
+            if earlier <= seq and event is not None:
+                await event.wait()
 
     def _mark_acked(self, seq: int) -> None:
         self._acked.setdefault(seq, anyio.Event()).set()
@@ -199,6 +200,7 @@ class Writer:
                     raise
                 log.info("bulk %d conflicted with the Pod; re-checking and resending", plan.seq)
                 async with self.resolve_lock:
+                    self.resolver.optimistic = False
                     self.resolver.forget(plan)
                     plan = await self.resolver.resolve(plan.batch)
         raise AssertionError("unreachable")

@@ -213,9 +213,9 @@ async def test_connector_failure_is_recorded_and_reported(
                 raise ConnectionError("source went away")
 
         result = await run_connector(Broken(), {}, client=pod, data_dir=tmp_path, settings=SMALL)
-        assert result.status == "failed" and result.error == "source went away"
+        assert result.status == "failed" and result.error == "ConnectionError: source went away"
         run = await pod.get_item(result.run_id)
-        assert run["status"] == "failed" and run["error"] == "source went away"
+        assert run["status"] == "failed" and run["error"] == "ConnectionError: source went away"
         # What was yielded before the failure is committed, with its checkpoint.
         assert [n["externalId"] for n in await pod.search({"type": "Note"})] == ["note-ok"]
 
