@@ -157,11 +157,21 @@ async def run_import(
     dry_run: bool = False,
     on_progress: ProgressCallback | None = None,
     logger: logging.Logger | None = None,
+    account: Account | None = None,
+    importer_id: str | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
-    """Import one account: everything new in the source lands in the Pod once."""
+    """Import one account: everything new in the source lands in the Pod once.
+
+    By default the Account (from ``connector.account``), its Importer and a
+    new ImporterRun are created as needed.  A Pod that starts the importer
+    as a plugin passes the ``account`` and ``importer_id`` it holds and the
+    ``run_id`` of the run item that started it: those are used as they are.
+    """
     settings = settings or EngineSettings()
-    account = connector.account(options, account_name)
-    account.isMe = True if account.isMe is None else account.isMe
+    if account is None:
+        account = connector.account(options, account_name)
+        account.isMe = True if account.isMe is None else account.isMe
     account_id = account.ensure_id()
     with RunLock(lock_dir, f"{connector.name}-{account_id}"):
         run = _Run(
@@ -176,6 +186,8 @@ async def run_import(
             dry_run=dry_run,
             on_progress=on_progress,
             logger=logger or logging.getLogger(f"importer.connector.{connector.name}"),
+            importer_id=importer_id,
+            run_id=run_id,
         )
         return await run.execute()
 
@@ -195,6 +207,8 @@ class _Run:
         dry_run: bool,
         on_progress: ProgressCallback | None,
         logger: logging.Logger,
+        importer_id: str | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.client = client
         self.connector = connector
@@ -209,13 +223,21 @@ class _Run:
         self.on_progress = on_progress
         self.logger = logger
         self.stats = RunStats()
-        self.run_id: str | None = None
+        self.run_id: str | None = run_id
+        self.given_run = run_id is not None
+        self.given_importer = importer_id
         self.declared: set[type[Item]] = set()
 
     # -- set-up --------------------------------------------------------------
 
     async def _ensure_account(self) -> dict[str, Any]:
         """Create Account and Importer (linked) if missing; return the Account."""
+        if self.given_importer is not None:
+            self.importer_id = self.given_importer
+            found_account = await self.client.get_item(self.account_id)
+            if found_account is None:
+                raise ImportFailed(f"account item {self.account_id} is not in the Pod")
+            return dict(found_account)
         importer = Importer(
             name=f"{self.connector.name}:{self.account_name}",
             connector=self.connector.name,
@@ -247,7 +269,9 @@ class _Run:
         stale = [
             edge["item"]["id"]
             for edge in edges
-            if edge.get("name") == "importer" and edge["item"].get("status") == "running"
+            if edge.get("name") == "importer"
+            and edge["item"].get("status") == "running"
+            and edge["item"]["id"] != self.run_id
         ]
         if stale:
             await self.client.bulk(
@@ -261,6 +285,11 @@ class _Run:
         if self.dry_run:
             return
         await self._close_interrupted_runs()
+        if self.given_run:
+            await self.client.update_item(
+                {"id": self.run_id, "status": "running", "startDate": _now_ms(), "progress": 0.0}
+            )
+            return
         run = ImporterRun(
             status="running",
             connector=self.connector.name,
