@@ -1,0 +1,106 @@
+"""Running the local Pod under uvicorn: blocking, or in a background thread.
+
+uvicorn's access log is off: an ``upload_file`` URL carries the database key.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from .app import create_app
+
+__all__ = ["running_pod", "serve"]
+
+
+def _config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def serve(
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 3030,
+    *,
+    log_level: str = "info",
+    **app_options: Any,
+) -> None:
+    """Serve the local Pod until interrupted; ``app_options`` go to :func:`create_app`."""
+    app = create_app(Path(data_dir), **app_options)
+    try:
+        uvicorn.Server(_config(app, host, port, log_level)).run()
+    except KeyboardInterrupt:
+        # uvicorn re-raises Ctrl-C after its graceful shutdown (stores closed).
+        return
+
+
+@contextmanager
+def running_pod(
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    log_level: str = "warning",
+    wrap: Callable[[Any], Any] | None = None,
+    **app_options: Any,
+) -> Iterator[str]:
+    """Serve the local Pod in a background thread; yields its base URL.
+
+    ``port=0`` picks a free port.  ``wrap`` may put ASGI middleware around the
+    app (tests inject faults that way).  The server is stopped (stores closed)
+    on exit; ``app_options`` go to :func:`create_app`.
+    """
+    app: Any = create_app(Path(data_dir), **app_options)
+    if wrap is not None:
+        app = wrap(app)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    bound_port = sock.getsockname()[1]
+    server = uvicorn.Server(_config(app, host, bound_port, log_level))
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as error:  # reported to the starting thread
+            failure.append(error)
+
+    thread = threading.Thread(target=run, name="local-pod", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if failure or not thread.is_alive():
+                raise RuntimeError("the local Pod failed to start") from (
+                    failure[0] if failure else None
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError("the local Pod did not start within 30 s")
+            time.sleep(0.01)
+        url_host = f"[{host}]" if family == socket.AF_INET6 else host
+        yield f"http://{url_host}:{bound_port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
