@@ -36,6 +36,7 @@ EXPECTED = {
         "email.noop_vs_full",
         "email.peak_rss_large_vs_small",
     },
+    "photos": {"photos.import_vs_floor", "photos.rerun_vs_first", "photos.peak_rss_20mp"},
 }
 
 

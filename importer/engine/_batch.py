@@ -103,7 +103,10 @@ class BatchBuilder:
             file_id = self._add_item(record.file, update_only=False)
             if file_id not in batch.files:
                 batch.files[file_id] = record
-                batch.nbytes += record.size or 0
+                # Only bytes held in memory count: paths and streams are read
+                # while uploading, never whole.
+                if isinstance(record.content, bytes):
+                    batch.nbytes += len(record.content)
         elif isinstance(record, Update):
             self._add_item(record.item, update_only=True)
         elif isinstance(record, Checkpoint):
