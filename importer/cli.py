@@ -1,4 +1,4 @@
-"""The command line: ``importer run``, ``status``, ``connectors``, ``pod serve|search``.
+"""The command line: ``importer run``, ``account``, ``status``, ``connectors``, ``pod ...``.
 
 Exit codes (also in the README): 0 all records imported or deliberately
 skipped; 1 a run failed; 2 bad usage or configuration; 75 another run for
@@ -22,8 +22,10 @@ import anyio
 from pydantic import BaseModel, ValidationError
 
 from . import __version__
+from ._accounts import RunTarget
 from ._connect import open_pod
 from ._logging import setup_logging
+from ._plugin import PluginSetupError, is_plugin_mode, run_as_plugin
 from .config import AccountConfig, Config, ConfigError, format_validation_error, load_config
 from .connector import Connector, ConnectorNotFound, load_connector, load_connectors
 from .engine import EngineSettings, RunLocked, RunResult, run_import
@@ -58,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="import new data for a connector's accounts")
     run.add_argument("connector", help="connector name, e.g. email")
     _common(run)
-    run.add_argument("--account", help="only this account (a section under [accounts])")
+    run.add_argument(
+        "--account", help="only this account (a section under [accounts], or a Pod account)"
+    )
     run.add_argument("--full-refresh", action="store_true", help="ignore checkpoints, rescan all")
     run.add_argument("--limit", type=int, metavar="N", help="at most N source records per account")
     run.add_argument("--dry-run", action="store_true", help="report what would be imported")
@@ -89,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
         check.add_argument(flag)
     check.add_argument("--imap-port", type=int)
 
+    _account_parser(sub)
+
     status = sub.add_parser("status", help="last run, outcome and counts per account")
     _common(status)
 
@@ -104,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=3030)
     serve.add_argument("--data-dir", type=Path, help="the Pod's data directory")
+    serve.add_argument(
+        "--no-plugins",
+        dest="plugins",
+        action="store_false",
+        help="do not start importers when ImporterRun items are created",
+    )
     search = pod_sub.add_parser("search", help="print matching items as JSON lines")
     _common(search)
     search.add_argument("--type", dest="item_type", help="item type, e.g. EmailMessage")
@@ -117,6 +129,24 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--limit", type=int, metavar="N")
     search.add_argument("--desc", action="store_true", help="newest first")
     return parser
+
+
+def _account_parser(sub: Any) -> None:
+    account = sub.add_parser("account", help="accounts kept in the Pod (credentials included)")
+    account_sub = account.add_subparsers(dest="account_command", required=True)
+    add = account_sub.add_parser("add", help="store an account (Account + Importer items)")
+    add.add_argument("connector", help="connector name, e.g. email")
+    add.add_argument("name", help="the account's name, e.g. personal")
+    _common(add)
+    add.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
+    secret = add.add_mutually_exclusive_group()
+    secret.add_argument("--secret-env", metavar="VAR", help="read the password from $VAR")
+    secret.add_argument("--secret-command", metavar="CMD", help="read it from CMD's output")
+    listing = account_sub.add_parser("list", help="accounts in the Pod and their last run")
+    _common(listing)
+    remove = account_sub.add_parser("remove", help="delete an account (imported data stays)")
+    remove.add_argument("name")
+    _common(remove)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -227,9 +257,34 @@ def _accounts_to_run(
 # -- commands -------------------------------------------------------------------
 
 
+async def _run_targets(
+    args: argparse.Namespace, config: Config, connector: Connector[Any], client: Any
+) -> list[RunTarget]:
+    """Config-file and ad-hoc accounts as before, plus the Pod's (``importer account add``)."""
+    from ._accounts import pod_account_named, pod_accounts
+
+    adhoc = args.mbox or args.maildir or args.imap_host or args.imap_user or args.option
+    if adhoc or (args.account and args.account in config.accounts):
+        return [RunTarget(n, o) for n, o in _accounts_to_run(args, config, connector)]
+    if args.account:
+        found = await pod_account_named(client, connector, args.account)
+        if found is not None:
+            return [found]
+        known = sorted(config.accounts_for(args.connector))
+        known += [t.name for t in await pod_accounts(client, connector)]
+        raise ConfigError(
+            f"{config.source or 'command line'}: no account {args.account!r} in the "
+            f"configuration or the Pod (accounts for {args.connector}: "
+            f"{', '.join(known) or 'none'})"
+        )
+    stored = await pod_accounts(client, connector)
+    if stored and not config.accounts_for(args.connector):
+        return stored
+    return [RunTarget(n, o) for n, o in _accounts_to_run(args, config, connector)] + stored
+
+
 async def _cmd_run(args: argparse.Namespace, config: Config) -> int:
     connector = load_connector(args.connector)
-    accounts = _accounts_to_run(args, config, connector)
     engine = config.engine
     settings = EngineSettings(
         batch_records=engine.batch_records,
@@ -242,8 +297,22 @@ async def _cmd_run(args: argparse.Namespace, config: Config) -> int:
     exit_code = EXIT_OK
     from ._progress import progress_reporter
 
+    if is_plugin_mode(os.environ):
+        with progress_reporter(args.connector, args.log_format) as on_progress:
+            return await run_as_plugin(
+                connector,
+                os.environ,
+                lock_dir=lock_dir,
+                settings=settings,
+                full_refresh=args.full_refresh,
+                limit=args.limit,
+                dry_run=args.dry_run,
+                report=lambda result: _print_summary(result, args.log_format),
+                on_progress=on_progress,
+            )
     async with open_pod(config) as client:
-        for name, options in accounts:
+        for target in await _run_targets(args, config, connector, client):
+            name, options = target.name, target.options
             with progress_reporter(name, args.log_format) as on_progress:
                 try:
                     result: RunResult = await run_import(
@@ -257,6 +326,8 @@ async def _cmd_run(args: argparse.Namespace, config: Config) -> int:
                         limit=args.limit,
                         dry_run=args.dry_run,
                         on_progress=on_progress,
+                        account=target.account,
+                        importer_id=target.importer_id,
                     )
                 except RunLocked as exc:
                     log.error("account %s: %s", name, exc)
@@ -367,7 +438,7 @@ def _cmd_pod_serve(args: argparse.Namespace, config: Config) -> int:
     data_dir = args.data_dir or config.data_dir()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: the Pod is reachable from other machines", args.host)
-    serve(data_dir, host=args.host, port=args.port)
+    serve(data_dir, host=args.host, port=args.port, plugins=args.plugins)
     return EXIT_OK
 
 
@@ -381,6 +452,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_check(args, config)
     if args.command == "status":
         return anyio.run(_cmd_status, args, config)
+    if args.command == "account":
+        from ._accounts import cmd_account
+
+        return anyio.run(cmd_account, args, config)
     if args.command == "pod" and args.pod_command == "serve":
         return _cmd_pod_serve(args, config)
     if args.command == "pod" and args.pod_command == "search":
@@ -394,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         code = _dispatch(args)
-    except (ConfigError, UsageError, ConnectorNotFound, KeyFileError) as exc:
+    except (ConfigError, UsageError, ConnectorNotFound, KeyFileError, PluginSetupError) as exc:
         print(f"importer: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (SecretError, PodError) as exc:

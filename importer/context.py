@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,9 +16,16 @@ from pydantic import BaseModel
 from .schema import Account
 from .secrets import resolve_secret
 
-__all__ = ["RunContext", "SkippedRecord"]
+__all__ = ["InteractionRequired", "RunContext", "SkippedRecord"]
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+_NOT_STORABLE = frozenset({"id", "type", "importerState", "dateCreated", "dateServerModified"})
+
+
+class InteractionRequired(Exception):
+    """A step needs a person (OAuth consent, a 2FA code) and no terminal is attached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,7 @@ class RunContext(Generic[OptionsT]):
     limit: int | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("importer.connector"))
     _last_added: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]] | None = None
+    _store_account: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     _skipped: list[SkippedRecord] = field(default_factory=list)
     _skip_count: int = 0
     _progress: _Progress = field(default_factory=_Progress)
@@ -115,3 +125,50 @@ class RunContext(Generic[OptionsT]):
             keyring_service=keyring_service,
             keyring_user=keyring_user,
         )
+
+    async def store_account(self, **props: Any) -> None:
+        """Write properties of this run's Account item, e.g. refreshed session tokens.
+
+        ``await ctx.store_account(accessToken=..., refreshToken=...)``; sync
+        ``fetch`` generators call :meth:`store_account_blocking`.  The values
+        also replace those of ``ctx.account`` at once.  ``importerState`` is
+        the engine's and can't be written here.
+        """
+        update = self._account_update(props)
+        if self._store_account is None:
+            raise RuntimeError("this run can't store account properties (no Pod to write to)")
+        await self._store_account(update)
+
+    def store_account_blocking(self, **props: Any) -> None:
+        """:meth:`store_account` for sync ``fetch`` generators (they run in a worker thread)."""
+        anyio.from_thread.run(lambda: self.store_account(**props))
+
+    def _account_update(self, props: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(props) - set(Account.model_fields))
+        if unknown:
+            raise ValueError(f"Account has no property {unknown[0]!r}")
+        refused = sorted(set(props) & _NOT_STORABLE)
+        if refused:
+            raise ValueError(f"the Account's {refused[0]!r} can't be stored by a connector")
+        with self._lock:
+            for name, value in props.items():
+                setattr(self.account, name, value)
+        return {name: getattr(self.account, name) for name in props}
+
+    def prompt(self, message: str, *, secret: bool = False) -> str:
+        """Ask the person at the terminal (a 2FA code, an OAuth redirect URL).
+
+        ``secret``: read without echo.  Without a terminal (cron, a Pod
+        starting the importer) this raises :class:`InteractionRequired` at
+        once instead of waiting for an answer that never comes.
+        """
+        stdin = sys.stdin
+        if stdin is None or stdin.closed or not stdin.isatty():
+            raise InteractionRequired(
+                f"account {self.account_name}: {message.strip().rstrip(':')}: this needs a "
+                "person at a terminal and the run has none; run "
+                f"'importer run {self.connector_name} --account {self.account_name}' by hand once"
+            )
+        if secret:
+            return getpass.getpass(message)
+        return input(message)

@@ -181,6 +181,8 @@ class ImporterRun(Item):
     retryCount: int | None = None
     skipLog: str | None = None
     """JSON list of {ref, reason} for records that could not be imported."""
+    outputTail: str | None = None
+    """The last few KiB of the importer's output, when a Pod started it as a plugin."""
 
 
 class PendingEdge(Item):

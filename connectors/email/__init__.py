@@ -33,6 +33,10 @@ class EmailConnector(Connector[EmailOptions]):
             isMe=True,
         )
 
+    def needs_secret(self, options: EmailOptions) -> bool:
+        """Whether the Account item must hold the password (``importer account add``)."""
+        return options.needs_password()
+
     def fetch(self, ctx: RunContext[EmailOptions]) -> Iterator[Record]:
         source = ctx.options.source
         if source == "mbox":

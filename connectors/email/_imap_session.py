@@ -179,6 +179,15 @@ class ImapSession:
                         "account, and none is set"
                     )
                 self._credential = token
+            elif not options.has_password_source() and self._ctx.account.secret:
+                # No source in the options: the password kept on the Account
+                # item (a Pod starting the importer, ``importer account add``).
+                self._credential = self._ctx.account.secret
+            elif not options.has_password_source():
+                raise EmailError(
+                    f"{self._prefix()}: no password: set password_env, password_command or "
+                    "password_keyring, or store it as the Account's secret (importer account add)"
+                )
             else:
                 self._credential = self._ctx.secret(
                     what=self._prefix(),

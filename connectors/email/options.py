@@ -2,6 +2,8 @@
 
 Passwords never live in the options: they come from a command, an environment
 variable or the OS keyring, so a config file can be shared and logged safely.
+With none of those given, the password is the Account item's ``secret``
+(where a Pod, or ``importer account add``, keeps it).
 """
 
 from __future__ import annotations
@@ -115,6 +117,14 @@ class EmailOptions(BaseModel):
             elif self.path is not None:
                 self.address = f"{self.source}:{self.path}"
         return self
+
+    def has_password_source(self) -> bool:
+        """A password command, variable or keyring entry is configured."""
+        return bool(self.password_command or self.password_env or self.password_keyring)
+
+    def needs_password(self) -> bool:
+        """IMAP with password login and no configured source: the Account's secret is used."""
+        return self.source == "imap" and self.auth == "password" and not self.has_password_source()
 
     def owner_address(self) -> str:
         """The mailbox owner's address (always set after validation)."""
