@@ -338,3 +338,60 @@ def report_ratio(name: str, value: float, op: str, goal: float, *, unit: str = "
         flush=True,
     )
     return met
+
+
+def _wait_until_serving(url: str, server: ChildProcess, timeout: float = 30) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.alive():
+            run = server.wait()
+            raise RuntimeError(f"the Pod server exited {run.returncode}: {run.stderr[-2000:]}")
+        try:
+            if httpx.get(url + "/", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("the Pod server did not start in time")
+
+
+@dataclass
+class ServedPod:
+    url: str
+    server: ChildProcess
+    run: ChildRun | None = None
+
+
+@contextmanager
+def served_pod(directory: Path) -> Iterator[ServedPod]:
+    """``python -m importer pod serve`` on a free port in a child process, stopped on exit."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "config.toml"
+    config.write_text("")
+    port = free_port()
+    server = ChildProcess(
+        [
+            sys.executable,
+            "-m",
+            "importer",
+            "pod",
+            "serve",
+            "--data-dir",
+            str(directory / "served"),
+            "--port",
+            str(port),
+        ],
+        env=child_env(IMPORTER_CONFIG=str(config)),
+    ).start()
+    served = ServedPod(f"http://127.0.0.1:{port}", server)
+    try:
+        _wait_until_serving(served.url, server)
+        yield served
+    finally:
+        served.run = server.stop()
+    if served.run.returncode not in (0, -2, 130):
+        raise RuntimeError(
+            f"the Pod server exited {served.run.returncode}: {served.run.stderr[-2000:]}"
+        )

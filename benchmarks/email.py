@@ -136,8 +136,16 @@ def imap_import(mbox_count: int, importer: Importer) -> tuple[ChildRun, float] |
         with stopwatch() as append:
             server.append(user, "INBOX", (message(i) for i in range(mbox_count)))
         run = importer.run(
-            "run", "email", "--imap-host", server.host, "--imap-user", user,
-            "--imap-port", str(server.port), "--imap-security", "none",
+            "run",
+            "email",
+            "--imap-host",
+            server.host,
+            "--imap-user",
+            user,
+            "--imap-port",
+            str(server.port),
+            "--imap-security",
+            "none",
             extra_env={"IMPORTER_IMAP_PASSWORD": PASSWORD},
         )
     return run, append.seconds
@@ -178,23 +186,67 @@ def main(argv: Sequence[str] | None = None) -> int:
         imap = imap_import(large, Importer(root / "pod-imap", config)) if args.imap else None
 
     rows: list[list[object]] = [
-        ["python -m importer --version (process start-up)", "-", startup.seconds, "-",
-         startup.peak_rss / MiB, ""],
-        [f"floor: stdlib parse of {large:,} messages (in-process)", large, floor_seconds,
-         large / floor_seconds, "-", ""],
-        [f"full import, {large:,} messages", large, full_big.seconds,
-         large / full_big.seconds, full_big.peak_rss / MiB, _summary(full_big)],
-        [f"no-op run, {large:,} messages", large, noop_big.seconds, "-",
-         noop_big.peak_rss / MiB, _summary(noop_big)],
-        [f"full import, {small:,} messages", small, full_small.seconds,
-         small / full_small.seconds, full_small.peak_rss / MiB, _summary(full_small)],
-        [f"no-op run, {small:,} messages", small, noop_small.seconds, "-",
-         noop_small.peak_rss / MiB, _summary(noop_small)],
+        [
+            "python -m importer --version (process start-up)",
+            "-",
+            startup.seconds,
+            "-",
+            startup.peak_rss / MiB,
+            "",
+        ],
+        [
+            f"floor: stdlib parse of {large:,} messages (in-process)",
+            large,
+            floor_seconds,
+            large / floor_seconds,
+            "-",
+            "",
+        ],
+        [
+            f"full import, {large:,} messages",
+            large,
+            full_big.seconds,
+            large / full_big.seconds,
+            full_big.peak_rss / MiB,
+            _summary(full_big),
+        ],
+        [
+            f"no-op run, {large:,} messages",
+            large,
+            noop_big.seconds,
+            "-",
+            noop_big.peak_rss / MiB,
+            _summary(noop_big),
+        ],
+        [
+            f"full import, {small:,} messages",
+            small,
+            full_small.seconds,
+            small / full_small.seconds,
+            full_small.peak_rss / MiB,
+            _summary(full_small),
+        ],
+        [
+            f"no-op run, {small:,} messages",
+            small,
+            noop_small.seconds,
+            "-",
+            noop_small.peak_rss / MiB,
+            _summary(noop_small),
+        ],
     ]
     if isinstance(imap, tuple):
         imap_run, append_seconds = imap
-        rows.append([f"IMAP import from Dovecot, {large:,} messages", large, imap_run.seconds,
-                     large / imap_run.seconds, imap_run.peak_rss / MiB, _summary(imap_run)])
+        rows.append(
+            [
+                f"IMAP import from Dovecot, {large:,} messages",
+                large,
+                imap_run.seconds,
+                large / imap_run.seconds,
+                imap_run.peak_rss / MiB,
+                _summary(imap_run),
+            ]
+        )
         print(f"(appending {large:,} messages to Dovecot took {append_seconds:.1f} s)")
     print_table(
         "Email import (whole processes; seconds include start-up)",
@@ -206,14 +258,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif imap is None:
         print("\nIMAP part not run (add --imap)")
     print()
-    report_ratio("email.full_vs_parse_floor", full_big.seconds / floor_seconds, "<=",
-                 _GOAL_VS_FLOOR)
-    report_ratio("email.noop_large_vs_small", noop_big.seconds / noop_small.seconds, "<=",
-                 _GOAL_NOOP_SCALING)
-    report_ratio("email.noop_vs_full", noop_big.seconds / full_big.seconds, "<",
-                 _GOAL_NOOP_SHARE)
-    report_ratio("email.peak_rss_large_vs_small", full_big.peak_rss / full_small.peak_rss, "<=",
-                 _GOAL_RSS_SCALING)
+    report_ratio(
+        "email.full_vs_parse_floor", full_big.seconds / floor_seconds, "<=", _GOAL_VS_FLOOR
+    )
+    report_ratio(
+        "email.noop_large_vs_small", noop_big.seconds / noop_small.seconds, "<=", _GOAL_NOOP_SCALING
+    )
+    report_ratio("email.noop_vs_full", noop_big.seconds / full_big.seconds, "<", _GOAL_NOOP_SHARE)
+    report_ratio(
+        "email.peak_rss_large_vs_small",
+        full_big.peak_rss / full_small.peak_rss,
+        "<=",
+        _GOAL_RSS_SCALING,
+    )
     return 0
 
 

@@ -15,31 +15,26 @@ flat table with one column per property, and an edges table.
 from __future__ import annotations
 
 import secrets
-import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import sqlcipher3
 
 from importer.model import derive_id
 from importer.pod import ClientAuth, PodClient, load_keys, open_embedded_client
 
 from ._common import (
-    ChildProcess,
     MiB,
     bench_parser,
-    child_env,
-    free_port,
     machine_line,
     peak_rss_self,
     print_table,
     report_ratio,
+    served_pod,
     stopwatch,
 )
 
@@ -57,8 +52,13 @@ PROPERTIES: dict[str, str] = {
     "benchFlag": "Bool",
     "benchWhen": "DateTime",
 }
-_SQL_TYPES = {"Text": "TEXT", "Integer": "INTEGER", "Real": "REAL", "Bool": "INTEGER",
-              "DateTime": "INTEGER"}
+_SQL_TYPES = {
+    "Text": "TEXT",
+    "Integer": "INTEGER",
+    "Real": "REAL",
+    "Bool": "INTEGER",
+    "DateTime": "INTEGER",
+}
 _GOAL_IN_PROCESS = 0.40
 _GOAL_SOCKET = 0.25
 _GOAL_SERVER_RSS = 200 * MiB
@@ -126,8 +126,12 @@ def floor_rates(directory: Path, work: Workload) -> Rates:
     conn = sqlcipher3.connect(str(path), isolation_level=None)
     try:
         conn.execute(f"PRAGMA key = \"x'{secrets.token_hex(32)}'\"")
-        for pragma in ("temp_store = MEMORY", "journal_mode = WAL", "synchronous = FULL",
-                       "cache_size = -32000"):
+        for pragma in (
+            "temp_store = MEMORY",
+            "journal_mode = WAL",
+            "synchronous = FULL",
+            "cache_size = -32000",
+        ):
             conn.execute(f"PRAGMA {pragma}")
         defs = ", ".join(f"{c} {_SQL_TYPES[t]}" for c, t in PROPERTIES.items())
         conn.execute(f"CREATE TABLE records (rid INTEGER PRIMARY KEY, id TEXT UNIQUE, {defs})")
@@ -177,27 +181,6 @@ async def in_process_rates(directory: Path, work: Workload) -> Rates:
         return await client_rates(client, work)
 
 
-def _config_file(directory: Path) -> Path:
-    config = directory / "config.toml"
-    config.write_text("")
-    return config
-
-
-def _wait_until_serving(url: str, server: ChildProcess, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not server.alive():
-            run = server.wait()
-            raise RuntimeError(f"the Pod server exited {run.returncode}: {run.stderr[-2000:]}")
-        try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("the Pod server did not start in time")
-
-
 @dataclass(frozen=True)
 class ServerMemory:
     serving: int
@@ -208,29 +191,17 @@ class ServerMemory:
 
 def socket_rates(directory: Path, work: Workload) -> tuple[Rates, ServerMemory]:
     """Rates against ``importer pod serve`` in a child process, and its peak RSS."""
-    data_dir = directory / "served"
-    port = free_port()
-    server = ChildProcess(
-        [sys.executable, "-m", "importer", "pod", "serve", "--data-dir", str(data_dir),
-         "--port", str(port)],
-        env=child_env(IMPORTER_CONFIG=str(_config_file(directory))),
-    ).start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_serving(url, server)
-        keys = load_keys(directory / "client-keys")
+    keys = load_keys(directory / "client-keys")
 
-        async def go() -> Rates:
-            async with PodClient(url, keys.owner_key, ClientAuth(keys.database_key)) as client:
-                return await client_rates(client, work)
+    async def go(url: str) -> Rates:
+        async with PodClient(url, keys.owner_key, ClientAuth(keys.database_key)) as client:
+            return await client_rates(client, work)
 
-        rates = anyio.run(go)
-        serving = server.rss_so_far
-    finally:
-        run = server.stop()
-    if run.returncode not in (0, -2, 130):
-        raise RuntimeError(f"the Pod server exited {run.returncode}: {run.stderr[-2000:]}")
-    return rates, ServerMemory(serving, run.peak_rss)
+    with served_pod(directory) as served:
+        rates = anyio.run(go, served.url)
+        serving = served.server.rss_so_far
+    assert served.run is not None
+    return rates, ServerMemory(serving, served.run.peak_rss)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -256,26 +227,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         [
             ["floor: executemany into SQLCipher", floor.items_per_s, floor.edges_per_s, 1.0, 1.0],
             *[
-                [name, r.items_per_s, r.edges_per_s, r.items_per_s / floor.items_per_s,
-                 r.edges_per_s / floor.edges_per_s]
-                for name, r in (("PodClient in-process (embedded)", embedded),
-                                ("PodClient over a socket", served))
+                [
+                    name,
+                    r.items_per_s,
+                    r.edges_per_s,
+                    r.items_per_s / floor.items_per_s,
+                    r.edges_per_s / floor.edges_per_s,
+                ]
+                for name, r in (
+                    ("PodClient in-process (embedded)", embedded),
+                    ("PodClient over a socket", served),
+                )
             ],
         ],
     )
-    print(f"\nserver peak RSS while serving: {server_rss.serving / MiB:.0f} MiB; "
-          f"including shutdown: {server_rss.overall / MiB:.0f} MiB; "
-          f"this process (client + embedded Pod + workload): {peak_rss_self() / MiB:.0f} MiB\n")
-    report_ratio("pod_bulk.in_process.items", embedded.items_per_s / floor.items_per_s, ">=",
-                 _GOAL_IN_PROCESS)
-    report_ratio("pod_bulk.in_process.edges", embedded.edges_per_s / floor.edges_per_s, ">=",
-                 _GOAL_IN_PROCESS)
-    report_ratio("pod_bulk.socket.items", served.items_per_s / floor.items_per_s, ">=",
-                 _GOAL_SOCKET)
-    report_ratio("pod_bulk.socket.edges", served.edges_per_s / floor.edges_per_s, ">=",
-                 _GOAL_SOCKET)
-    report_ratio("pod_bulk.server_peak_rss", server_rss.overall / MiB, "<",
-                 _GOAL_SERVER_RSS / MiB, unit="MiB")
+    print(
+        f"\nserver peak RSS while serving: {server_rss.serving / MiB:.0f} MiB; "
+        f"including shutdown: {server_rss.overall / MiB:.0f} MiB; "
+        f"this process (client + embedded Pod + workload): {peak_rss_self() / MiB:.0f} MiB\n"
+    )
+    report_ratio(
+        "pod_bulk.in_process.items",
+        embedded.items_per_s / floor.items_per_s,
+        ">=",
+        _GOAL_IN_PROCESS,
+    )
+    report_ratio(
+        "pod_bulk.in_process.edges",
+        embedded.edges_per_s / floor.edges_per_s,
+        ">=",
+        _GOAL_IN_PROCESS,
+    )
+    report_ratio(
+        "pod_bulk.socket.items", served.items_per_s / floor.items_per_s, ">=", _GOAL_SOCKET
+    )
+    report_ratio(
+        "pod_bulk.socket.edges", served.edges_per_s / floor.edges_per_s, ">=", _GOAL_SOCKET
+    )
+    report_ratio(
+        "pod_bulk.server_peak_rss",
+        server_rss.overall / MiB,
+        "<",
+        _GOAL_SERVER_RSS / MiB,
+        unit="MiB",
+    )
     return 0
 
 

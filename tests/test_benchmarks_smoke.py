@@ -29,7 +29,12 @@ EXPECTED = {
         "pod_bulk.socket.edges",
         "pod_bulk.server_peak_rss",
     },
-    "engine": {"engine.vs_floor", "engine.vs_naive", "engine.small_items_peak_rss"},
+    "engine": {
+        "engine.vs_floor",
+        "engine.vs_floor_socket",
+        "engine.vs_naive",
+        "engine.small_items_peak_rss",
+    },
     "email": {
         "email.full_vs_parse_floor",
         "email.noop_large_vs_small",

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ..model import Checkpoint, Edge, FilePayload, Item, Record, Update
 
 EdgeKey = tuple[str, str, str]
@@ -44,12 +46,8 @@ class Batch:
 
 
 def _estimate_bytes(data: dict[str, Any]) -> int:
-    """A cheap upper-ish bound of an item's JSON size (no encoding pass)."""
-    total = 2
-    for key, value in data.items():
-        total += len(key) + 6
-        total += len(value) if isinstance(value, str) else 20
-    return total
+    """An item's JSON size (orjson encodes a small dict in about a microsecond)."""
+    return len(orjson.dumps(data))
 
 
 class BatchBuilder:

@@ -14,8 +14,19 @@ _MISSING = object()
 
 
 def _digest(key: Key) -> bytes:
-    """16 bytes standing for the key: ids and edge triples cost the same, little, memory."""
-    text = key if isinstance(key, str) else "\x00".join(key)
+    """16 bytes standing for the key: ids and edge triples cost the same, little, memory.
+
+    The engine's own ids are 32 hex digits: those are their own exact digest.
+    """
+    if isinstance(key, str):
+        if len(key) == 32:
+            try:
+                return bytes.fromhex(key)
+            except ValueError:
+                pass
+        text = key
+    else:
+        text = "\x00".join(key)
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 

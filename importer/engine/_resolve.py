@@ -150,7 +150,7 @@ class Resolver:
             self._plan_item(plan, item_id, entry, existing.get(item_id), creating)
 
         def exists(item_id: str) -> bool:
-            return item_id in creating or item_id in self.known or item_id in existing
+            return item_id in creating or item_id in existing or item_id in self.known
 
         candidates = list(batch.edges)
         for item_id in items:
@@ -186,18 +186,26 @@ class Resolver:
         to_check: list[EdgeKey] = []
         seen: set[EdgeKey] = set()
         for key in candidates:
-            if key in seen or key in self.edges_known:
+            if key in seen:
                 continue
             seen.add(key)
-            missing = next((end for end in (key[0], key[2]) if not exists(end)), None)
-            if missing is not None:
-                self._wait(plan, key, missing)
+            source, _, target = key
+            # Consulted even for new sources: when a refused plan is resolved
+            # again, edges that later plans already took over are known here.
+            if key in self.edges_known:
+                continue
+            source_new = source in creating
+            if not (source_new or exists(source)):
+                self._wait(plan, key, source)
+                continue
+            if not exists(target):
+                self._wait(plan, key, target)
                 continue
             if key in self.pending_keys:
                 self.pending_keys.discard(key)
                 plan.pending_resolved.append(key)
                 plan.delete_items.append(pending_edge_id(key))
-            if key[0] in creating:
+            if source_new:
                 self._plan_edge(plan, key)
             else:
                 to_check.append(key)

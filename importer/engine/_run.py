@@ -349,6 +349,7 @@ class _Run:
             limit=self.limit,
             log=self.logger,
             _last_added=self._last_added,
+            _store_account=self._store_account,
         )
         await self._start_run_item()
         error: str | None = None
@@ -379,6 +380,11 @@ class _Run:
             retries=int(getattr(self.client, "retry_count", 0)),
             dry_run=self.dry_run,
         )
+
+    async def _store_account(self, props: dict[str, Any]) -> None:
+        """A connector keeps refreshed tokens on its Account (``ctx.store_account``)."""
+        if not self.dry_run:
+            await self.client.update_item({"id": self.account_id, **props})
 
     async def _last_added(self, item_type: str, filters: dict[str, Any]) -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self.client.last_added(item_type, **filters)

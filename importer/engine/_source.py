@@ -111,13 +111,13 @@ class _SyncPump:
     def _drain(self) -> None:
         try:
             for record in self.produced:
-                # Stop producing once the run is cancelled (a failed write):
-                # otherwise the next hand-over would wait on a dead consumer.
-                anyio.from_thread.check_cancelled()
                 with self._chunk_lock:
                     self._chunk.append(record)
                     full = len(self._chunk) >= self.chunk_size
                 if full:
+                    # Stop producing once the run is cancelled (a failed
+                    # write): a hand-over would wait on a dead consumer.
+                    anyio.from_thread.check_cancelled()
                     anyio.from_thread.run(self._ship)
         finally:
             close = getattr(self.produced, "close", None)

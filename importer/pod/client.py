@@ -24,6 +24,7 @@ from typing import Any, Self, TypeVar
 
 import anyio
 import httpx
+import orjson
 from tenacity import RetryCallState, RetryError
 
 from ._retry import RETRY_STATUSES, RetryableStatus, RetryPolicy, make_retrying, parse_retry_after
@@ -88,7 +89,7 @@ class BulkResult:
 async def _read_json(response: httpx.Response) -> Any:
     raw = await response.aread()
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)
     except ValueError:
         raise PodError(response.status_code, "the Pod answered with invalid JSON") from None
 
@@ -261,7 +262,7 @@ class PodClient:
 
     async def _call(self, endpoint: str, payload: Any) -> Any:
         """``POST /v4/{owner}/{endpoint}`` with auth and payload; the JSON answer."""
-        body = json.dumps({"auth": self.auth.to_json(), "payload": payload}).encode()
+        body = orjson.dumps({"auth": self.auth.to_json(), "payload": payload})
         return await self._request(
             "POST",
             f"/v4/{self.owner_key}/{endpoint}",
@@ -458,7 +459,7 @@ class PodClient:
             payload["edges"] = edges
         if meta is not None:
             payload["meta"] = meta
-        body = json.dumps({"auth": self.auth.to_json(), "payload": payload}).encode()
+        body = orjson.dumps({"auth": self.auth.to_json(), "payload": payload})
         await self._request(
             "POST",
             f"/v5/{self.owner_key}/schema",
