@@ -4,7 +4,7 @@ The public SDK for connector authors lives here; everything else is internal.
 """
 
 from .connector import Connector, ConnectorNotFound, load_connector, load_connectors
-from .context import RunContext, SkippedRecord
+from .context import InteractionRequired, RunContext, SkippedRecord
 from .model import Checkpoint, DateTime, Edge, FilePayload, Item, Record, Update, derive_id
 from .schema import (
     Account,
@@ -35,6 +35,7 @@ __all__ = [
     "FilePayload",
     "Importer",
     "ImporterRun",
+    "InteractionRequired",
     "Item",
     "Label",
     "Location",

@@ -281,3 +281,18 @@ def test_custom_types_are_declared_by_the_engine() -> None:
         "starred": "Bool",
     }
     assert Tag.pod_schema() == {"name": "Text"}
+
+
+async def test_connector_stores_refreshed_tokens_on_its_account(tmp_path: Path) -> None:
+    class Refreshing(SyncNotes):
+        def fetch(self, ctx: Any) -> Any:
+            ctx.store_account_blocking(accessToken="fresh-token", refreshToken="next-refresh")
+            yield Note(externalId="note-0")
+
+    async with local_pod(tmp_path / "pod") as pod:
+        result = await run_connector(Refreshing(), {}, client=pod, data_dir=tmp_path)
+        assert result.error is None
+        account = await pod.get_item(result.account_id)
+    assert account["accessToken"] == "fresh-token"
+    assert account["refreshToken"] == "next-refresh"
+    assert "fresh-token" not in result.summary()

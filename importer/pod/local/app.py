@@ -30,6 +30,7 @@ from starlette.routing import Route
 from ._errors import PodHTTPError, bad_request, not_found
 from ._files import TooLarge
 from ._owners import Owners, check_owner_key
+from ._plugins import PluginLauncher
 from ._store import Store
 
 __all__ = ["create_app"]
@@ -54,6 +55,10 @@ _OPERATIONS: dict[str, Callable[[Store, Any], Any]] = {
     "get_edges": Store.get_edges,
     "delete_edge_by_source_target": Store.delete_edge,
 }
+
+
+_PLUGIN_TRIGGERS = frozenset({"create_item", "create_edge", "bulk"})
+"""Writes that can create an ImporterRun item or its ``importer`` edge."""
 
 
 def _parse_json(body: bytes) -> Any:
@@ -81,8 +86,15 @@ def _json_response(content: bytes) -> Response:
 class _LocalPod:
     """Per-app state and the route handlers."""
 
-    def __init__(self, owners: Owners, max_request_bytes: int, max_file_bytes: int) -> None:
+    def __init__(
+        self,
+        owners: Owners,
+        max_request_bytes: int,
+        max_file_bytes: int,
+        plugins: PluginLauncher | None = None,
+    ) -> None:
         self.owners = owners
+        self.plugins = plugins
         self.max_request_bytes = max_request_bytes
         self.max_file_bytes = max_file_bytes
 
@@ -165,9 +177,17 @@ class _LocalPod:
         if endpoint == "get_file":
             return await self._get_file(store, payload)
         operation = _OPERATIONS[endpoint]
-        return _json_response(
-            await anyio.to_thread.run_sync(lambda: orjson.dumps(operation(store, payload)))
-        )
+
+        def call() -> tuple[Any, bytes]:
+            result = operation(store, payload)
+            return result, orjson.dumps(result)
+
+        result, body = await anyio.to_thread.run_sync(call)
+        if self.plugins is not None and endpoint in _PLUGIN_TRIGGERS:
+            # Committed: the launcher may start an importer for a new run item.
+            key = self.owners.database_key(owner, auth)
+            self.plugins.after_write(owner, key, endpoint, payload, result)
+        return _json_response(body)
 
     async def schema_v5(self, request: Request) -> Response:
         owner = check_owner_key(request.path_params["owner"])
@@ -293,20 +313,31 @@ def create_app(
     max_request_bytes: int = 64 * MiB,
     max_file_bytes: int = 4 * GiB,
     accept_any_owner: bool = True,
+    plugins: bool = False,
+    plugin_address: str | None = None,
 ) -> Starlette:
     """The local Pod serving the owners' stores under ``data_dir``.
+
+    ``plugins``: start ``importer run`` for new ImporterRun items (see
+    :mod:`._plugins`) while a server runs the app; the children call back at
+    ``plugin_address`` (``app.state.plugins.address``, settable later).
 
     ``app.state.issue_plugin_token(owner_key, database_key)`` mints the
     ``PluginAuth`` data for a plugin; ``app.state.close()`` closes all stores
     (done by the lifespan shutdown when a server runs the app).
     """
     owners = Owners(Path(data_dir), accept_any_owner=accept_any_owner)
-    pod = _LocalPod(owners, max_request_bytes, max_file_bytes)
+    launcher = PluginLauncher(owners, address=plugin_address) if plugins else None
+    pod = _LocalPod(owners, max_request_bytes, max_file_bytes, launcher)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            yield
+            if launcher is None:
+                yield
+            else:
+                async with launcher.running():  # on exit: children stopped, runs recorded
+                    yield
         finally:
             await anyio.to_thread.run_sync(owners.close)
 
@@ -332,4 +363,5 @@ def create_app(
     app.state.issue_plugin_token = owners.issue_plugin_token
     app.state.revoke_plugin_token = owners.revoke_plugin_token
     app.state.close = owners.close
+    app.state.plugins = launcher
     return app

@@ -38,15 +38,31 @@ def serve(
     port: int = 3030,
     *,
     log_level: str = "info",
+    plugins: bool = True,
     **app_options: Any,
 ) -> None:
-    """Serve the local Pod until interrupted; ``app_options`` go to :func:`create_app`."""
-    app = create_app(Path(data_dir), **app_options)
+    """Serve the local Pod until interrupted; ``app_options`` go to :func:`create_app`.
+
+    ``plugins``: start importers for new ImporterRun items (``pod serve --no-plugins``
+    turns it off); they call back at this server's address.
+    """
+    app = create_app(
+        Path(data_dir), plugins=plugins, plugin_address=_own_address(host, port), **app_options
+    )
     try:
         uvicorn.Server(_config(app, host, port, log_level)).run()
     except KeyboardInterrupt:
         # uvicorn re-raises Ctrl-C after its graceful shutdown (stores closed).
         return
+
+
+def _own_address(host: str, port: int) -> str:
+    """Where a child process on this machine reaches the server."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @contextmanager
@@ -66,6 +82,7 @@ def running_pod(
     on exit; ``app_options`` go to :func:`create_app`.
     """
     app: Any = create_app(Path(data_dir), **app_options)
+    launcher = app.state.plugins
     if wrap is not None:
         app = wrap(app)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -77,6 +94,8 @@ def running_pod(
         sock.close()
         raise
     bound_port = sock.getsockname()[1]
+    if launcher is not None and launcher.address is None:
+        launcher.address = _own_address(host, bound_port)
     server = uvicorn.Server(_config(app, host, bound_port, log_level))
     failure: list[BaseException] = []
 

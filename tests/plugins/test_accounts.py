@@ -1,0 +1,102 @@
+"""``importer account add|list|remove`` then ``importer run --account NAME``, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.cli.test_cli import importer, search
+from tests.email.dovecot import PASSWORD, DovecotServer
+
+from .conftest import SAMPLE
+
+PW_ENV = "IMPORTER_TEST_ACCOUNT_SECRET"
+
+
+def test_add_list_run_remove_an_mbox_account(tmp_path: Path) -> None:
+    added = importer(
+        "account", "add", "email", "box", "-o", "source=mbox", "-o", f"path={SAMPLE}",
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "added account 'box'" in added.stdout
+    listed = importer("account", "list", tmp_path=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "box  email  mbox:" in listed.stdout and "never run" in listed.stdout
+    [importer_item] = search(tmp_path, "--type", "Importer")
+    assert importer_item["name"] == "box" and json.loads(str(importer_item["config"]))["path"]
+
+    ran = importer("run", "email", "--account", "box", tmp_path=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "box: imported" in ran.stdout
+    messages = search(tmp_path, "--type", "EmailMessage")
+    assert len(messages) >= 10
+    assert "last run: done" in importer("account", "list", tmp_path=tmp_path).stdout
+    # No config file: `run email` runs the Pod's email accounts.
+    again = importer("run", "email", tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "box: imported 0 created" in again.stdout
+    # The runs used the stored Importer: still one Importer, one owner Account.
+    assert len(search(tmp_path, "--type", "Importer")) == 1
+
+    removed = importer("account", "remove", "box", tmp_path=tmp_path)
+    assert removed.returncode == 0, removed.stderr
+    assert "removed account 'box'" in removed.stdout and "stay in the Pod" in removed.stdout
+    assert "box" not in importer("account", "list", tmp_path=tmp_path).stdout
+    assert len(search(tmp_path, "--type", "EmailMessage")) == len(messages)
+    gone = importer("run", "email", "--account", "box", tmp_path=tmp_path)
+    assert gone.returncode == 2 and "no account 'box'" in gone.stderr
+
+
+def test_imap_account_with_its_secret_in_the_pod(tmp_path: Path, dovecot: DovecotServer) -> None:
+    user = dovecot.add_user()
+    dovecot.append(
+        user, "INBOX",
+        [f"Message-ID: <acct-{n}@t>\r\nSubject: account {n}\r\n\r\nhi\r\n".encode()
+         for n in range(3)],
+    )  # fmt: skip
+    options = [
+        "-o", "source=imap", "-o", f"host={dovecot.host}", "-o", f"port={dovecot.port}",
+        "-o", "security=none", "-o", f"username={user}",
+    ]  # fmt: skip
+    no_tty = importer("account", "add", "email", "mail", *options, tmp_path=tmp_path)
+    assert no_tty.returncode == 2 and "Traceback" not in no_tty.stderr
+    assert "--secret-env" in no_tty.stderr and "terminal" in no_tty.stderr
+    assert not search(tmp_path, "--type", "Importer")
+
+    env = {PW_ENV: PASSWORD}
+    added = importer(
+        "account", "add", "email", "mail", *options, "--secret-env", PW_ENV,
+        tmp_path=tmp_path, env=env,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    ran = importer("run", "email", "--account", "mail", tmp_path=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    subjects = {m["subject"] for m in search(tmp_path, "--type", "EmailMessage")}
+    assert subjects == {"account 0", "account 1", "account 2"}
+    listed = importer("account", "list", tmp_path=tmp_path)
+    items = search(tmp_path)
+    [owner] = [i for i in items if i.get("secret")]
+    assert owner["type"] == "Account" and owner["secret"] == PASSWORD
+    others = json.dumps([i for i in items if i["id"] != owner["id"]])
+    for text in (added.stdout, added.stderr, ran.stdout, ran.stderr, listed.stdout, others):
+        assert PASSWORD not in text
+
+    removed = importer("account", "remove", "mail", tmp_path=tmp_path)
+    assert "credentials are erased" in removed.stdout
+    assert not [i for i in search(tmp_path) if i.get("secret")]
+
+
+def test_unknown_account_names_the_known_ones(tmp_path: Path) -> None:
+    importer(
+        "account", "add", "email", "box", "-o", "source=mbox", "-o", f"path={SAMPLE}",
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    done = importer("run", "email", "--account", "nope", tmp_path=tmp_path)
+    assert done.returncode == 2
+    assert "no account 'nope'" in done.stderr and "box" in done.stderr
+    clash = importer(
+        "account", "add", "email", "box", "-o", "source=mbox", "-o", "path=/tmp/other.mbox",
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    assert clash.returncode == 2 and "exists already" in clash.stderr

@@ -1,0 +1,176 @@
+"""``importer pod serve`` starts ``importer run`` when an ImporterRun item is created."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from importer.pod.local._plugins import REFUSED_ERROR, runs_touched
+
+from .conftest import SAMPLE, Owner, assert_absent, base_env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """``importer pod serve`` as a user starts it; its URL and its log file."""
+    home = tmp_path_factory.mktemp("serve-home")
+    port = _free_port()
+    log = home / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "importer", "pod", "serve", "--port", str(port),
+             "--data-dir", str(home / "pod")],
+            env=base_env(home), stdout=out, stderr=subprocess.STDOUT, cwd=home,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "pod serve did not start"
+            time.sleep(0.1)
+        yield url, log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def owner(served: tuple[str, Path]) -> Owner:
+    return Owner(served[0], app=None)
+
+
+def test_creating_a_run_item_starts_the_importer(owner: Owner, served: tuple[str, Path]) -> None:
+    account_id, importer_id, run_id = owner.make_importer(
+        {"source": "mbox", "path": str(SAMPLE)}, run_status="requested"
+    )
+    run = owner.wait_for_run(run_id)
+    assert run["status"] == "done", run
+    messages = owner.search({"type": "EmailMessage"})
+    assert len(messages) >= 10 and run["createdCount"] >= len(messages)
+    assert json.loads(owner.item(account_id)["importerState"])["email"]
+    assert "imported" in run["outputTail"] and "created" in run["outputTail"]
+    assert len(run["outputTail"].encode()) <= 4096
+    log = served[1].read_text()
+    assert_absent([owner.key], run["outputTail"], json.dumps(owner.all_items()), log)
+
+    # The edge may come after the item, in a request of its own.
+    later = secrets.token_hex(16)
+    owner.call("create_item", {"id": later, "type": "ImporterRun"})
+    time.sleep(0.5)
+    assert "status" not in owner.item(later)  # nothing to start without its Importer
+    owner.call("create_edge", {"_source": later, "_name": "importer", "_target": importer_id})
+    again = owner.wait_for_run(later)
+    assert again["status"] == "done" and again["createdCount"] == 0
+
+
+def test_a_second_run_for_the_same_account_is_refused(owner: Owner) -> None:
+    _, importer_id, first = owner.make_importer(
+        {"source": "mbox", "path": str(SAMPLE)}, handle="twice@plugin.test", link_importer=False
+    )
+    second = secrets.token_hex(16)
+    owner.call(
+        "bulk",
+        {
+            "createItems": [{"id": second, "type": "ImporterRun"}],
+            "createEdges": [
+                {"_source": second, "_name": "importer", "_target": importer_id},
+                {"_source": first, "_name": "importer", "_target": importer_id},
+            ],
+        },
+    )
+    assert owner.wait_for_run(second)["status"] == "done"
+    refused = owner.item(first)
+    assert refused["status"] == "refused" and refused["error"] == REFUSED_ERROR
+
+
+def test_stopping_the_pod_stops_its_importers(tmp_path: Path) -> None:
+    import psutil
+
+    from importer.pod.local import running_pod
+
+    silent = socket.socket()  # accepts connections, never greets: the IMAP login waits
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    config = {
+        "source": "imap", "host": "127.0.0.1", "port": silent.getsockname()[1],
+        "security": "none", "username": "u", "address": "slow@plugin.test",
+    }  # fmt: skip
+    with silent, running_pod(tmp_path / "pod", plugins=True) as url:
+        pod = Owner(url, app=None)
+        _, _, run_id = pod.make_importer(config, handle="slow@plugin.test", secret="pw-123456")
+        deadline = time.monotonic() + 30
+        while pod.item(run_id).get("status") != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        children = [
+            child
+            for child in psutil.Process().children(recursive=True)
+            if "importer run email" in " ".join(child.cmdline())
+        ]
+        assert children
+        started = time.monotonic()
+    assert time.monotonic() - started < 20
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    with running_pod(tmp_path / "pod", plugins=False) as url:
+        run = Owner(url, app=None, owner=pod.owner, key=pod.key).item(run_id)
+    assert run["status"] == "failed" and "shut down" in run["error"]
+    assert "outputTail" in run
+
+
+def test_a_run_whose_importer_fails_keeps_its_output(owner: Owner) -> None:
+    _, _, run_id = owner.make_importer({"source": "mbox", "path": "/nonexistent/box.mbox"})
+    run = owner.wait_for_run(run_id)
+    assert run["status"] == "failed" and run["error"]
+    assert "Traceback" not in run["outputTail"] and run["outputTail"].strip()
+
+
+def test_runs_already_running_are_left_alone(owner: Owner) -> None:
+    _, _, run_id = owner.make_importer(
+        {"source": "mbox", "path": str(SAMPLE)}, run_status="running", handle="cli@plugin.test"
+    )
+    time.sleep(1.0)
+    assert owner.item(run_id)["status"] == "running"
+    assert "outputTail" not in owner.item(run_id)
+    assert not owner.search({"type": "EmailMessage"})
+
+
+def test_no_plugins_turns_the_launcher_off(tmp_path: Path) -> None:
+    from importer.pod.local import running_pod
+
+    with running_pod(tmp_path / "pod", plugins=False) as url:
+        pod = Owner(url, app=None)
+        _, _, run_id = pod.make_importer({"source": "mbox", "path": str(SAMPLE)})
+        time.sleep(1.0)
+        assert "status" not in pod.item(run_id)
+
+
+def test_which_writes_touch_runs() -> None:
+    run: dict[str, Any] = {"type": "ImporterRun", "id": "r1"}
+    assert runs_touched("create_item", run, "r1") == ["r1"]
+    assert runs_touched("create_item", {"type": "Importer"}, "x") == []
+    edge = {"_source": "r2", "_name": "importer", "_target": "i"}
+    assert runs_touched("create_edge", edge, "e") == ["r2"]
+    bulk = {"createItems": [{"type": "Account"}, run], "createEdges": [edge]}
+    assert runs_touched("bulk", bulk, {"createItems": ["a", "r1"]}) == ["r1", "r2"]
