@@ -1,4 +1,4 @@
-"""``importer status``: what the Pod knows about each account's runs."""
+"""``importer status``: each importer the Pod knows — last run, outcome, counts, checkpoint age."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ import json
 import time
 from typing import Any
 
-from pydantic import BaseModel
-
-from .connector import Connector
 from .model import derive_id
 from .schema import Importer
 
@@ -23,37 +20,49 @@ def _age(ms: int | None) -> str:
     return f"{seconds:.0f}s ago"
 
 
-async def account_status(
-    client: Any, connector: Connector[Any], options: BaseModel, name: str
-) -> str:
-    account = connector.account(options, name)
-    account_id = account.ensure_id()
-    found = await client.get_item(account_id)
-    if found is None:
-        return f"{name}: never imported"
-    importer_id = derive_id(Importer.item_type, connector.name, account_id)
-    runs = [
-        edge["item"]
-        for edge in await client.get_edges(importer_id, direction="Incoming", expand_items=True)
-        if edge.get("name") == "importer"
-    ]
-    state = json.loads(found.get("importerState") or "{}").get(connector.name, {})
-    checkpoint_age = _age(found.get("dateServerModified")) if state else "none"
+def importer_id(connector: str, account_id: str) -> str:
+    """The engine's Importer id for a connector and an Account."""
+    return derive_id(Importer.item_type, connector, account_id)
+
+
+async def _linked(client: Any, item_id: str, name: str, direction: str) -> list[dict[str, Any]]:
+    edges = await client.get_edges(item_id, direction=direction, expand_items=True)
+    return [edge["item"] for edge in edges if edge.get("name") == name]
+
+
+async def importer_status(client: Any, importer: dict[str, Any]) -> str:
+    """One line for one Importer item."""
+    label = str(importer.get("name") or importer["id"])
+    connector = str(importer.get("connector") or "")
+    accounts = await _linked(client, importer["id"], "account", "Outgoing")
+    runs = await _linked(client, importer["id"], "importer", "Incoming")
+    checkpoint = "none"
+    if accounts:
+        state = json.loads(accounts[0].get("importerState") or "{}").get(connector)
+        if state:
+            checkpoint = _age(accounts[0].get("dateServerModified"))
     if not runs:
-        return f"{name}: no runs recorded; checkpoint {checkpoint_age}"
+        return f"{label}: no runs recorded; checkpoint {checkpoint}"
     last = max(runs, key=lambda run: run.get("startDate") or 0)
     counts = ", ".join(
-        f"{last.get(key) or 0} {label}"
-        for key, label in (
+        f"{last.get(key) or 0} {what}"
+        for key, what in (
             ("createdCount", "created"),
             ("updatedCount", "updated"),
             ("skippedCount", "skipped"),
         )
     )
-    outcome = last.get("status", "?")
+    outcome = str(last.get("status", "?"))
     if last.get("error"):
         outcome += f" ({last['error']})"
     return (
-        f"{name}: last run {_age(last.get('startDate'))}, {outcome}; {counts}; "
-        f"{len(runs)} runs; checkpoint {checkpoint_age}"
+        f"{label}: last run {_age(last.get('startDate'))}, {outcome}; {counts}; "
+        f"{len(runs)} runs; checkpoint {checkpoint}"
     )
+
+
+async def all_importers(client: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    async for page in client.search_pages({"type": Importer.item_type, "deleted": False}):
+        found.extend(page)
+    return sorted(found, key=lambda item: str(item.get("name") or item["id"]))

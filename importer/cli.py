@@ -385,20 +385,25 @@ def _cmd_check(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _cmd_status(args: argparse.Namespace, config: Config) -> int:
-    from ._status import account_status
+    from ._status import all_importers, importer_id, importer_status
 
-    if not config.accounts:
-        print(f"no accounts configured ({config.source or 'no configuration file'})")
-        return EXIT_OK
     connectors = load_connectors()
     async with open_pod(config) as client:
+        importers = await all_importers(client)
+        known = {item["id"] for item in importers}
         for name, acc in config.accounts.items():
             connector = connectors.get(acc.connector)
             if connector is None:
                 print(f"{name}: connector {acc.connector!r} is not installed")
                 continue
             options = _validated_options(connector, name, acc.options(), str(config.source))
-            print(await account_status(client, connector, options, name))
+            account_id = connector.account(options, name).ensure_id()
+            if importer_id(connector.name, account_id) not in known:
+                print(f"{connector.name}:{name}: never imported")
+        for item in importers:
+            print(await importer_status(client, item))
+        if not importers and not config.accounts:
+            print("nothing imported yet, and no accounts configured")
     return EXIT_OK
 
 

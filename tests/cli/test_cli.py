@@ -81,7 +81,17 @@ def test_json_summary_and_status(tmp_path: Path) -> None:
     assert summary["created"] > 10
     status = importer("status", tmp_path=tmp_path)
     assert status.returncode == 0, status.stderr
-    assert status.stdout.startswith("archive: last run") and "done" in status.stdout
+    assert status.stdout.startswith("email:archive: last run") and "done" in status.stdout
+    assert "checkpoint" in status.stdout and "checkpoint none" not in status.stdout
+
+
+def test_status_without_config_shows_what_was_imported(tmp_path: Path) -> None:
+    assert importer("status", tmp_path=tmp_path).stdout.startswith("nothing imported yet")
+    assert importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path).returncode == 0
+    status = importer("status", tmp_path=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("email:mbox:sample.mbox: last run")
+    assert ", done; " in status.stdout and "1 runs" in status.stdout
 
 
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:
