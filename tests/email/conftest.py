@@ -7,14 +7,7 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-try:
-    from .dovecot import DovecotServer, DroppingProxy, dovecot_available
-except ImportError:  # tests/email is no package: pytest put this directory on sys.path
-    from dovecot import (  # type: ignore[no-redef,import-not-found]
-        DovecotServer,
-        DroppingProxy,
-        dovecot_available,
-    )
+from .dovecot import DovecotServer, DroppingProxy, dovecot_available
 
 _LOG_OFFSET = pytest.StashKey[int]()
 _SERVER = pytest.StashKey[DovecotServer]()

@@ -35,15 +35,7 @@ from importer.pod import PodClient
 from importer.schema import Account, EmailMessage
 from importer.testing import check_connector, local_pod, run_connector, snapshot
 
-try:
-    from .corpus import deliver_maildir, make_mbox, make_message, message_id
-except ImportError:  # tests/email is no package: pytest put this directory on sys.path
-    from corpus import (  # type: ignore[no-redef,import-not-found]
-        deliver_maildir,
-        make_mbox,
-        make_message,
-        message_id,
-    )
+from .corpus import deliver_maildir, make_mbox, make_message, message_id
 
 SAMPLE = Path(__file__).parents[2] / "connectors" / "email" / "samples" / "sample.mbox"
 SAM = "sam@example.org"

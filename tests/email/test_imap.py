@@ -24,15 +24,7 @@ from connectors.email.mapping import message_item_id
 from connectors.email.options import EmailOptions
 from importer import Checkpoint, Edge, EmailMessage, Label, Record, RunContext, Update
 
-try:
-    from .dovecot import PASSWORD, DovecotServer, DroppingProxy, free_port
-except ImportError:  # tests/email is no package: pytest put this directory on sys.path
-    from dovecot import (  # type: ignore[no-redef,import-not-found]
-        PASSWORD,
-        DovecotServer,
-        DroppingProxy,
-        free_port,
-    )
+from .dovecot import PASSWORD, DovecotServer, DroppingProxy, free_port
 
 PW_ENV = "IMPORTER_TEST_IMAP_PASSWORD"
 

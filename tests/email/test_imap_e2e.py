@@ -18,14 +18,7 @@ from importer.pod import PodClient
 from importer.schema import Account
 from importer.testing import PodSnapshot, local_pod, run_connector, snapshot
 
-try:
-    from .dovecot import PASSWORD, DovecotServer, DroppingProxy
-except ImportError:  # tests/email is no package: pytest put this directory on sys.path
-    from dovecot import (  # type: ignore[no-redef,import-not-found]
-        PASSWORD,
-        DovecotServer,
-        DroppingProxy,
-    )
+from .dovecot import PASSWORD, DovecotServer, DroppingProxy
 
 PW_ENV = "IMPORTER_TEST_IMAP_E2E_PASSWORD"
 OWNER = "owner@imap.test"

@@ -18,15 +18,7 @@ from importer.context import RunContext
 from importer.model import Checkpoint, Edge, Record, Update
 from importer.schema import EmailMessage, Label
 
-try:
-    from .corpus import OWNER, deliver_maildir, make_message, message_id
-except ImportError:  # tests/email is no package: pytest put this directory on sys.path
-    from corpus import (  # type: ignore[no-redef,import-not-found,unused-ignore]
-        OWNER,
-        deliver_maildir,
-        make_message,
-        message_id,
-    )
+from .corpus import OWNER, deliver_maildir, make_message, message_id
 
 SETTLE = 0.12
 """Longer than the test margin, so the directories count as settled."""

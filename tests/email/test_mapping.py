@@ -22,10 +22,7 @@ from connectors.email.options import EmailOptions
 from importer.model import Edge, FilePayload, Record, derive_id
 from importer.schema import Account, EmailMessage, File, Label
 
-try:
-    from .corpus import OWNER, make_message, message_id
-except ImportError:  # tests/email is no package: pytest put this directory on sys.path
-    from corpus import OWNER, make_message, message_id  # type: ignore[no-redef,import-not-found]
+from .corpus import OWNER, make_message, message_id
 
 OWNER_ACCOUNT = Account(service="email", handle=OWNER, isMe=True)
 

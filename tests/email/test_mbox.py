@@ -16,10 +16,7 @@ from importer.context import RunContext
 from importer.model import Checkpoint, Edge, FilePayload, Record
 from importer.schema import EmailMessage
 
-try:
-    from .corpus import OWNER, make_mbox, make_message, message_id
-except ImportError:  # tests/email is no package: pytest put this directory on sys.path
-    from corpus import OWNER, make_mbox, make_message, message_id  # type: ignore[no-redef,import-not-found]
+from .corpus import OWNER, make_mbox, make_message, message_id
 
 SAMPLE = Path(__file__).parents[2] / "connectors" / "email" / "samples" / "sample.mbox"
 
