@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator, Iterator
 
 import pytest
 
-from .dovecot import DovecotServer, DroppingProxy, dovecot_available
+from .dovecot import DovecotServer, DroppingProxy
 
 _LOG_OFFSET = pytest.StashKey[int]()
 _SERVER = pytest.StashKey[DovecotServer]()
-
-
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[DovecotServer]:
-    """One Dovecot for the whole session; tests isolate themselves by user."""
-    reason = dovecot_available()
-    if reason is not None:
-        # CI installs Dovecot (.ci/apt-packages.txt): there, its absence is a failure.
-        if os.environ.get("CI") or os.environ.get("IMPORTER_REQUIRE_DOVECOT"):
-            pytest.fail(f"Dovecot is required here: {reason}")
-        pytest.skip(reason)
-    with DovecotServer.start() as server:
-        yield server
 
 
 @pytest.fixture

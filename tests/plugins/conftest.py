@@ -20,7 +20,6 @@ import pytest
 from importer.model import derive_id
 from importer.pod.local import running_pod
 from importer.schema import Account
-from tests.email.dovecot import DovecotServer, dovecot_available
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "connectors" / "email" / "samples" / "sample.mbox"
@@ -187,14 +186,3 @@ def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
     path.mkdir()
     return path
-
-
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[DovecotServer]:
-    reason = dovecot_available()
-    if reason is not None:
-        if os.environ.get("CI") or os.environ.get("IMPORTER_REQUIRE_DOVECOT"):
-            pytest.fail(f"Dovecot is required here: {reason}")
-        pytest.skip(reason)
-    with DovecotServer.start() as server:
-        yield server

@@ -1,0 +1,23 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.email.dovecot import DovecotServer, dovecot_available
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    """One private Dovecot for the whole session; tests isolate themselves by user."""
+    reason = dovecot_available()
+    if reason is not None:
+        # CI installs Dovecot (.ci/apt-packages.txt): there, its absence is a failure.
+        if os.environ.get("CI") or os.environ.get("IMPORTER_REQUIRE_DOVECOT"):
+            pytest.fail(f"Dovecot is required here: {reason}")
+        pytest.skip(reason)
+    with DovecotServer.start() as server:
+        yield server
