@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -31,15 +30,18 @@ def _digest(key: Key) -> bytes:
 
 
 class LRU(Generic[V]):
-    """Least-recently-used map of at most ``capacity`` entries, keyed by digest.
+    """A map of at most ``capacity`` entries, keyed by digest; the oldest put goes first.
 
     A miss only costs a question to the Pod, so forgetting is always safe;
-    keys are kept as 128-bit digests, whose collisions are not a concern.
+    keys are kept as 16-byte digests, whose collisions are not a concern.
+    A plain dict (insertion ordered, refreshed on ``put``) costs less memory
+    per entry than an OrderedDict, which matters more here than exact
+    least-recently-used order.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
-        self._data: OrderedDict[bytes, V] = OrderedDict()
+        self._data: dict[bytes, V] = {}
 
     def __contains__(self, key: Key) -> bool:
         return _digest(key) in self._data
@@ -48,19 +50,16 @@ class LRU(Generic[V]):
         return len(self._data)
 
     def get(self, key: Key, default: V | None = None) -> V | None:
-        digest = _digest(key)
-        value = self._data.get(digest, _MISSING)
-        if value is _MISSING:
-            return default
-        self._data.move_to_end(digest)
-        return value  # type: ignore[return-value]
+        value = self._data.get(_digest(key), _MISSING)
+        return default if value is _MISSING else value  # type: ignore[return-value]
 
     def put(self, key: Key, value: V) -> None:
         digest = _digest(key)
-        self._data[digest] = value
-        self._data.move_to_end(digest)
-        if len(self._data) > self.capacity:
-            self._data.popitem(last=False)
+        data = self._data
+        data.pop(digest, None)
+        data[digest] = value
+        if len(data) > self.capacity:
+            del data[next(iter(data))]
 
     def discard(self, key: Key) -> None:
         self._data.pop(_digest(key), None)

@@ -39,7 +39,7 @@ class EngineSettings:
     flush_interval: float = 1.0
     max_in_flight: int = 2
     upload_concurrency: int = 4
-    cache_size: int = 100_000
+    cache_size: int = 50_000
     source_chunk: int = 256
     source_buffer: int = 8
     run_update_interval: float = 5.0

@@ -96,7 +96,7 @@ def _configure(conn: Any, database_key: str) -> None:
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA cache_size = -32000")
+    conn.execute("PRAGMA cache_size = -8000")
 
 
 def connect(path: Path, database_key: str) -> Any:
