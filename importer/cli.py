@@ -285,6 +285,9 @@ async def _run_targets(
 
 async def _cmd_run(args: argparse.Namespace, config: Config) -> int:
     connector = load_connector(args.connector)
+    # A bad account section is reported before anything is opened or created.
+    for name, account in config.accounts_for(args.connector).items():
+        _validated_options(connector, name, account.options(), str(config.source))
     engine = config.engine
     settings = EngineSettings(
         batch_records=engine.batch_records,

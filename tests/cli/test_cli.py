@@ -168,3 +168,12 @@ def test_check_reports_per_account(tmp_path: Path) -> None:
     assert ok.returncode == 0 and ok.stdout.strip().endswith(": ok")
     bad = importer("check", "email", "--mbox", str(tmp_path / "missing.mbox"), tmp_path=tmp_path)
     assert bad.returncode == 1 and "FAILED" in bad.stdout and "missing.mbox" in bad.stdout
+
+
+def test_bad_account_options_create_nothing(tmp_path: Path) -> None:
+    config_file(tmp_path).write_text(
+        '[accounts.a]\nconnector = "email"\nsource = "imap"\nhost = "h"\nusername = "u"\nport = "abc"\n'
+    )
+    done = importer("run", "email", "--account", "a", tmp_path=tmp_path)
+    assert done.returncode == 2 and "accounts.a.port" in done.stderr
+    assert not (tmp_path / "data").exists()

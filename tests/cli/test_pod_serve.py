@@ -76,7 +76,7 @@ def test_served_pod_holds_what_the_embedded_default_wrote(tmp_path: Path) -> Non
             },
         )
         assert answer.status_code == 200
-        assert sorted(m["id"] for m in answer.json()) == sorted(m["id"] for m in embedded)
+        assert sorted(m["id"] for m in answer.json()) == sorted(str(m["id"]) for m in embedded)
         wrong = httpx.post(
             f"{url}/v4/{owner}/search",
             json={"auth": {"type": "ClientAuth", "databaseKey": "0" * 64}, "payload": {}},
