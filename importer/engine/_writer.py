@@ -62,7 +62,7 @@ class Writer:
         self._watermark = 0
         """Every bulk with seq <= watermark is acknowledged with its uploads done."""
         self._submitted: list[int] = []
-        self._carried: _Carried | None = None
+        self._carried: list[_Carried] = []
         self._idle = anyio.Event()
         self._in_flight = 0
         self.checkpoints_written = 0
@@ -100,15 +100,21 @@ class Writer:
     # -- internals -----------------------------------------------------------
 
     def _carry(self, carried: _Carried) -> None:
-        if self._carried is None or carried.covers >= self._carried.covers:
-            self._carried = carried
+        self._carried.append(carried)
 
     def _eligible_checkpoint(self) -> str | None:
-        carried = self._carried
-        if carried is None or carried.covers > self._watermark:
+        """The newest checkpoint whose data is all in; it supersedes every older one.
+
+        Newer checkpoints stay carried: with a steady stream the newest one
+        always belongs to a bulk still in flight, so keeping only that one
+        would delay every checkpoint to the end of the run.
+        """
+        eligible = [c for c in self._carried if c.covers <= self._watermark]
+        if not eligible:
             return None
-        self._carried = None
-        return carried.state_json
+        newest = max(eligible, key=lambda c: c.covers)
+        self._carried = [c for c in self._carried if c.covers > newest.covers]
+        return newest.state_json
 
     async def _wait_acked(self, seq: int) -> None:
         for earlier in list(self._submitted):

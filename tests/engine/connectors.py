@@ -89,7 +89,7 @@ class AsyncNotes(Connector[NotesOptions]):
     name = "anotes"
     options_model = NotesOptions
 
-    async def fetch(self, ctx: RunContext[NotesOptions]) -> AsyncIterator[Record]:  # type: ignore[override]
+    async def fetch(self, ctx: RunContext[NotesOptions]) -> AsyncIterator[Record]:
         state = ctx.checkpoint() or {}
         for record in _records(ctx.options, max(ctx.options.start, state.get("next", 0))):
             if ctx.options.delay and isinstance(record, Note):

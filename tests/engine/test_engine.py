@@ -296,3 +296,30 @@ async def test_connector_stores_refreshed_tokens_on_its_account(tmp_path: Path) 
     assert account["accessToken"] == "fresh-token"
     assert account["refreshToken"] == "next-refresh"
     assert "fresh-token" not in result.summary()
+
+
+async def test_checkpoints_are_written_while_a_source_streams(tmp_path: Path) -> None:
+    """With bulks always in flight, older checkpoints still land as their data does."""
+    states: list[int] = []
+
+    class Watched(SyncNotes):
+        def fetch(self, ctx: Any) -> Any:
+            for record in super().fetch(ctx):
+                if isinstance(record, Checkpoint) and record.state["next"] % 100 == 0:
+                    account = ctx.last_added_blocking("Account", handle="test")
+                    state = json.loads((account or {}).get("importerState") or "{}")
+                    states.append(state.get("notes", {}).get("default", {}).get("next", 0))
+                yield record
+
+    async with local_pod(tmp_path / "pod") as pod:
+        result = await run_connector(
+            Watched(),
+            {"count": 3000, "checkpoint_every": 10},
+            client=pod,
+            data_dir=tmp_path,
+            settings=EngineSettings(batch_records=40, max_in_flight=3, flush_interval=0.2),
+        )
+    assert result.error is None
+    # The checkpoint in the Pod kept up with the stream, not only at the end.
+    assert states[-1] >= 1500, states
+    assert states == sorted(states)

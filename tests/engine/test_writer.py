@@ -1,0 +1,83 @@
+"""The writer's checkpoint rule, with bulks acknowledged in an order the test controls."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+
+from importer import Checkpoint
+from importer.engine._batch import BatchBuilder
+from importer.engine._resolve import Resolver
+from importer.engine._stats import RunStats
+from importer.engine._writer import Writer
+
+from .connectors import Note
+
+
+class HeldPod:
+    """Records each bulk and acknowledges it only when the test says so."""
+
+    def __init__(self) -> None:
+        self.bulks: list[dict[str, Any]] = []
+        self.release: list[anyio.Event] = []
+
+    async def bulk(self, **sections: Any) -> None:
+        self.bulks.append(sections)
+        event = anyio.Event()
+        self.release.append(event)
+        await event.wait()
+
+
+def _checkpoint_of(bulk: dict[str, Any]) -> int | None:
+    for update in bulk.get("update_items") or []:
+        if "importerState" in update:
+            return int(json.loads(update["importerState"])["t"]["default"]["next"])
+    return None
+
+
+async def _nothing_exists(filters: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    return [[] for _ in filters]
+
+
+async def test_a_checkpoint_lands_once_its_bulk_is_acknowledged_although_newer_ones_wait() -> None:
+    pod = HeldPod()
+    builder = BatchBuilder("t", {}, max_records=10, max_bytes=1 << 20)
+    resolver = Resolver(_nothing_exists, cache_size=100)
+
+    async def plan(n: int) -> Any:
+        builder.add(Note(externalId=f"n{n}"))
+        builder.add(Checkpoint({"next": n}))
+        return await resolver.resolve(builder.take())
+
+    async with anyio.create_task_group() as tg:
+        writer = Writer(
+            pod, resolver, RunStats(), tg, account_id="acc", max_in_flight=4, upload_concurrency=1
+        )
+        await writer.submit(await plan(1))
+        await writer.submit(await plan(2))
+        await anyio.sleep(0.05)
+        assert [_checkpoint_of(b) for b in pod.bulks] == [None, None]
+        pod.release[0].set()  # bulk 1 acknowledged; bulk 2 still in flight
+        await anyio.sleep(0.05)
+        await writer.submit(await plan(3))
+        await anyio.sleep(0.05)
+        # Checkpoint 1 covers only acknowledged data: it rides with bulk 3.
+        assert _checkpoint_of(pod.bulks[2]) == 1
+        for event in pod.release[1:]:
+            event.set()
+        await anyio.sleep(0.05)
+        finish = anyio.Event()
+
+        async def finishing() -> None:
+            await writer.finish()
+            finish.set()
+
+        tg.start_soon(finishing)
+        while not finish.is_set():
+            for event in pod.release:
+                event.set()
+            await anyio.sleep(0.01)
+    # Nothing in flight at the end: the last checkpoint is written on its own.
+    assert _checkpoint_of(pod.bulks[-1]) == 3
