@@ -30,36 +30,47 @@ def _digest(key: Key) -> bytes:
 
 
 class LRU(Generic[V]):
-    """A map of at most ``capacity`` entries, keyed by digest; the oldest put goes first.
+    """A map of about ``capacity`` recently used entries, keyed by digest.
 
-    A miss only costs a question to the Pod, so forgetting is always safe;
-    keys are kept as 16-byte digests, whose collisions are not a concern.
-    A plain dict (insertion ordered, refreshed on ``put``) costs less memory
-    per entry than an OrderedDict, which matters more here than exact
-    least-recently-used order.
+    Two generations of plain dicts: new entries go to the young one; when it
+    holds half the capacity, the old one is dropped and the young one ages.
+    Every operation is O(1), an entry costs no more than a dict slot, and an
+    entry used since the last turn survives it.  A miss only costs a question
+    to the Pod, so forgetting is always safe; keys are 16-byte digests, whose
+    collisions are not a concern.
     """
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self._data: dict[bytes, V] = {}
+        self.capacity = max(2, capacity)
+        self._young: dict[bytes, V] = {}
+        self._old: dict[bytes, V] = {}
 
     def __contains__(self, key: Key) -> bool:
-        return _digest(key) in self._data
+        digest = _digest(key)
+        return digest in self._young or digest in self._old
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._young) + len(self._old)
 
     def get(self, key: Key, default: V | None = None) -> V | None:
-        value = self._data.get(_digest(key), _MISSING)
-        return default if value is _MISSING else value  # type: ignore[return-value]
+        digest = _digest(key)
+        value = self._young.get(digest, _MISSING)
+        if value is _MISSING:
+            value = self._old.get(digest, _MISSING)
+            if value is _MISSING:
+                return default
+            self._store(digest, value)  # type: ignore[arg-type]
+        return value  # type: ignore[return-value]
 
     def put(self, key: Key, value: V) -> None:
-        digest = _digest(key)
-        data = self._data
-        data.pop(digest, None)
-        data[digest] = value
-        if len(data) > self.capacity:
-            del data[next(iter(data))]
+        self._store(_digest(key), value)
+
+    def _store(self, digest: bytes, value: V) -> None:
+        self._young[digest] = value
+        if len(self._young) >= self.capacity // 2:
+            self._old, self._young = self._young, {}
 
     def discard(self, key: Key) -> None:
-        self._data.pop(_digest(key), None)
+        digest = _digest(key)
+        self._young.pop(digest, None)
+        self._old.pop(digest, None)
