@@ -172,7 +172,8 @@ def test_check_reports_per_account(tmp_path: Path) -> None:
 
 def test_bad_account_options_create_nothing(tmp_path: Path) -> None:
     config_file(tmp_path).write_text(
-        '[accounts.a]\nconnector = "email"\nsource = "imap"\nhost = "h"\nusername = "u"\nport = "abc"\n'
+        '[accounts.a]\nconnector = "email"\nsource = "imap"\n'
+        'host = "h"\nusername = "u"\nport = "abc"\n'
     )
     done = importer("run", "email", "--account", "a", tmp_path=tmp_path)
     assert done.returncode == 2 and "accounts.a.port" in done.stderr
