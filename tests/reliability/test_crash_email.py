@@ -8,11 +8,9 @@ data; at the end the Pod must equal a clean reference import of the same mailbox
 
 from __future__ import annotations
 
-import os
 import random
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pytest
 from connectors.email.mapping import message_item_id
 from importer.pod import PodClient, open_embedded_client
 from importer.testing import PodSnapshot
-from tests.email.dovecot import PASSWORD, DovecotServer, dovecot_available
+from tests.email.dovecot import PASSWORD, DovecotServer
 
 from ._harness import (
     SEED,
@@ -48,17 +46,6 @@ from ._harness import (
 FOLDERS = ("INBOX", "Archive")
 IMPORTER_KILLS = 20
 POD_KILLS = scaled(6, minimum=2)
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[DovecotServer]:
-    reason = dovecot_available()
-    if reason is not None:
-        if os.environ.get("CI") or os.environ.get("IMPORTER_REQUIRE_DOVECOT"):
-            pytest.fail(f"Dovecot is required here: {reason}")
-        pytest.skip(reason)
-    with DovecotServer.start() as server:
-        yield server
 
 
 @dataclass

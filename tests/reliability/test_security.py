@@ -19,7 +19,7 @@ from importer.pod.local import running_pod
 from tests.cli.test_cli import config_file, importer
 from tests.cli.test_pod_serve import pod_serve
 from tests.email.corpus import make_mbox, make_message
-from tests.email.dovecot import PASSWORD, DovecotServer, dovecot_available
+from tests.email.dovecot import PASSWORD, DovecotServer
 
 DATA_ENDPOINTS: dict[str, Any] = {
     "create_item": {"type": "Person", "displayName": "intruder"},
@@ -227,15 +227,6 @@ def test_no_plaintext_of_content_or_keys_at_rest(tmp_path: Path) -> None:
     key_file = data / "keys.json"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.stat().st_uid == os.getuid()
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[DovecotServer]:
-    reason = dovecot_available()
-    if reason is not None:
-        pytest.skip(reason)
-    with DovecotServer.start() as server:
-        yield server
 
 
 def test_imap_password_never_leaks(tmp_path: Path, dovecot: DovecotServer) -> None:
