@@ -28,7 +28,7 @@ from ._logging import setup_logging
 from ._plugin import PluginSetupError, is_plugin_mode, run_as_plugin
 from .config import AccountConfig, Config, ConfigError, format_validation_error, load_config
 from .connector import Connector, ConnectorNotFound, load_connector, load_connectors
-from .engine import EngineSettings, RunLocked, RunResult, run_import
+from .engine import RunLocked, RunResult, run_import
 from .pod import KeyFileError, PodError
 from .secrets import SecretError
 
@@ -288,14 +288,7 @@ async def _cmd_run(args: argparse.Namespace, config: Config) -> int:
     # A bad account section is reported before anything is opened or created.
     for name, account in config.accounts_for(args.connector).items():
         _validated_options(connector, name, account.options(), str(config.source))
-    engine = config.engine
-    settings = EngineSettings(
-        batch_records=engine.batch_records,
-        batch_bytes=engine.batch_bytes,
-        flush_interval=engine.flush_interval,
-        max_in_flight=engine.max_in_flight,
-        upload_concurrency=engine.upload_concurrency,
-    )
+    settings = config.engine.settings()
     lock_dir = config.data_dir() / "locks"
     exit_code = EXIT_OK
     from ._progress import progress_reporter

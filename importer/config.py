@@ -15,6 +15,8 @@ from typing import Any
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .engine import EngineSettings
+
 __all__ = [
     "AccountConfig",
     "Config",
@@ -74,12 +76,20 @@ class PodConfig(_Strict):
         return value.expanduser() if value is not None else None
 
 
+_DEFAULTS = EngineSettings()
+
+
 class EngineConfig(_Strict):
-    batch_records: int = Field(1000, ge=1)
-    batch_bytes: int = Field(8 * 2**20, ge=1024)
-    flush_interval: float = Field(1.0, gt=0)
-    max_in_flight: int = Field(2, ge=1)
-    upload_concurrency: int = Field(4, ge=1)
+    """``[engine]``: the engine's batching and concurrency (defaults: EngineSettings)."""
+
+    batch_records: int = Field(_DEFAULTS.batch_records, ge=1)
+    batch_bytes: int = Field(_DEFAULTS.batch_bytes, ge=1024)
+    flush_interval: float = Field(_DEFAULTS.flush_interval, gt=0)
+    max_in_flight: int = Field(_DEFAULTS.max_in_flight, ge=1)
+    upload_concurrency: int = Field(_DEFAULTS.upload_concurrency, ge=1)
+
+    def settings(self) -> EngineSettings:
+        return EngineSettings(**self.model_dump())
 
 
 class AccountConfig(BaseModel):
