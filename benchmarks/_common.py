@@ -35,6 +35,8 @@ from typing import IO, Self
 
 import psutil
 
+from importer.testing import wait_until_serving
+
 __all__ = [
     "ChildProcess",
     "ChildRun",
@@ -340,23 +342,6 @@ def report_ratio(name: str, value: float, op: str, goal: float, *, unit: str = "
     return met
 
 
-def _wait_until_serving(url: str, server: ChildProcess, timeout: float = 30) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not server.alive():
-            run = server.wait()
-            raise RuntimeError(f"the Pod server exited {run.returncode}: {run.stderr[-2000:]}")
-        try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("the Pod server did not start in time")
-
-
 @dataclass
 class ServedPod:
     url: str
@@ -387,7 +372,7 @@ def served_pod(directory: Path) -> Iterator[ServedPod]:
     ).start()
     served = ServedPod(f"http://127.0.0.1:{port}", server)
     try:
-        _wait_until_serving(served.url, server)
+        wait_until_serving(served.url, server.alive)
         yield served
     finally:
         served.run = server.stop()

@@ -12,8 +12,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +33,39 @@ __all__ = [
     "local_pod",
     "run_connector",
     "snapshot",
+    "wait_until_serving",
 ]
 
 BOOKKEEPING_TYPES = frozenset({"ImporterRun", "Importer", "PendingEdge", "ItemPropertySchema"})
 _VOLATILE = frozenset({"dateServerModified", "dateModified", "importerState", "keystr", "nonce"})
+
+
+def wait_until_serving(
+    url: str,
+    alive: Callable[[], bool],
+    *,
+    timeout: float = 30.0,
+    output: Callable[[], str] = lambda: "",
+) -> None:
+    """Block until the Pod at ``url`` answers ``GET /`` (a ``pod serve`` just started).
+
+    Fails at once if ``alive()`` says its process ended, with ``output()``
+    (e.g. its log) in the message, and after ``timeout`` seconds otherwise.
+    """
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if not alive():
+            raise RuntimeError(f"the Pod at {url} exited before serving:\n{output()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Pod at {url} did not answer within {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 @asynccontextmanager

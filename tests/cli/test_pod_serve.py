@@ -8,12 +8,13 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from importer.testing import wait_until_serving
 
 from .test_cli import SAMPLE, importer, search
 
@@ -44,16 +45,7 @@ def pod_serve(data_dir: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            assert time.monotonic() < deadline, "pod serve did not start"
-            time.sleep(0.1)
+        wait_until_serving(url, lambda: proc.poll() is None)
         yield url
     finally:
         proc.terminate()

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from importer.pod.local._plugins import REFUSED_ERROR, runs_touched
+from importer.testing import wait_until_serving
 
 from .conftest import SAMPLE, Owner, assert_absent, base_env
 
@@ -40,16 +40,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "pod serve did not start"
-            time.sleep(0.1)
+        wait_until_serving(url, lambda: proc.poll() is None, output=log.read_text)
         yield url, log
     finally:
         proc.terminate()

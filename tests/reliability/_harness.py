@@ -23,11 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from connectors.email.mapping import message_item_id
 from importer.pod import ClientAuth, PodClient, RetryPolicy, load_keys, open_embedded_client
-from importer.testing import PodSnapshot, snapshot
+from importer.testing import PodSnapshot, snapshot, wait_until_serving
 from tests.email.corpus import make_message, message_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,18 +158,12 @@ class PodServer:
         args = ["pod", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         self.proc = start([*args, "--no-plugins"], base_env(self.data_dir.parent), self.log)
         self.starts += 1
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(self.url + "/", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pod serve exited:\n{self.log.read_text(errors='replace')}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("pod serve did not get ready in 30 s")
-            time.sleep(0.05)
+        proc = self.proc
+        wait_until_serving(
+            self.url,
+            lambda: proc.poll() is None,
+            output=lambda: self.log.read_text(errors="replace"),
+        )
 
     def kill(self) -> bool:
         return self.proc is not None and sigkill(self.proc)
