@@ -53,11 +53,10 @@ DateTime = Annotated[int, BeforeValidator(_to_millis), _DateTimeMarker()]
 
 def derive_id(item_type: str, *key: str) -> str:
     """Stable 32-hex id for an item of ``item_type`` with natural key ``key``."""
-    digest = hashlib.sha256()
-    for part in (_ID_NAMESPACE, item_type, *key):
-        digest.update(part.encode("utf-8"))
-        digest.update(b"\x00")
-    return digest.hexdigest()[:32]
+    # Each part followed by a NUL, hashed in one call (ids are stored: the
+    # bytes hashed must never change).
+    text = "\x00".join((_ID_NAMESPACE, item_type, *key)) + "\x00"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -101,11 +100,30 @@ class Item(BaseModel):
     dateModified: DateTime | None = None
     deleted: bool | None = None
 
+    _plain_dump: ClassVar[bool] = False
+    """Every field holds a JSON scalar and nothing customises serialisation:
+    ``to_pod`` may read the instance dict instead of calling ``model_dump``."""
+    _sorted_mutable: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         if "item_type" not in cls.__dict__:
             cls.item_type = cls.__name__
+        cls._sorted_mutable = tuple(sorted(cls.mutable_fields))
+        decorators = cls.__pydantic_decorators__
+        cls._plain_dump = (
+            not decorators.field_serializers
+            and not decorators.model_serializers
+            and not decorators.computed_fields
+            and all(
+                info.alias is None
+                and info.serialization_alias is None
+                and not info.exclude
+                and (name in _BASE_FIELDS or pod_value_type(info.annotation) is not None)
+                for name, info in cls.model_fields.items()
+            )
+        )
 
     @classmethod
     def pod_schema(cls) -> dict[str, str]:
@@ -136,27 +154,34 @@ class Item(BaseModel):
 
     def ensure_id(self) -> str:
         """The item's id: explicit, derived from its natural key, or random."""
-        if self.id is None:
+        item_id = self.id
+        if item_id is None:
             if self.key_fields:
-                self.id = derive_id(self.item_type, *self.key_values())
+                item_id = derive_id(self.item_type, *self.key_values())
             else:
-                self.id = secrets.token_hex(16)
-        return self.id
+                item_id = secrets.token_hex(16)
+            # A str made here needs no validation: set it the cheap way
+            # (this runs once per record the engine sees).
+            self.__dict__["id"] = item_id
+            self.__pydantic_fields_set__.add("id")
+        return item_id
 
     def to_pod(self) -> dict[str, Any]:
         """The flat JSON object the Pod API takes (None-valued properties left out)."""
         self.ensure_id()
-        data = self.model_dump(exclude_none=True)
+        if self._plain_dump and not self.__pydantic_extra__:
+            data = {k: v for k, v in self.__dict__.items() if v is not None}
+        else:
+            data = self.model_dump(exclude_none=True)
         data["type"] = self.item_type
         return data
 
     def mutable_values(self) -> dict[str, Any]:
         """The mutable properties that are set, for update comparison."""
-        return {
-            name: getattr(self, name)
-            for name in sorted(self.mutable_fields)
-            if getattr(self, name) is not None
-        }
+        if not self._sorted_mutable:
+            return {}
+        values = self.__dict__
+        return {name: values[name] for name in self._sorted_mutable if values.get(name) is not None}
 
 
 @dataclass(frozen=True, slots=True)

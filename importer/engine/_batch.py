@@ -76,24 +76,26 @@ class BatchBuilder:
         self._seq += 1
         return Batch(seq=self._seq)
 
-    def is_full(self) -> bool:
-        b = self.current
-        return b.size >= self.max_records or b.nbytes >= self.max_bytes
-
     def take(self) -> Batch:
         """Hand over the current batch and start a new one."""
         batch, self.current = self.current, self._new()
         return batch
 
-    def add(self, record: Record) -> None:
+    def add(self, record: Record) -> bool:
+        """Add one record; True when the batch is now full (time to ``take`` it)."""
         batch = self.current
         batch.records += 1
         if isinstance(record, Item):
             self._add_item(record, update_only=False)
         elif isinstance(record, Edge):
-            for end in record.items():
-                self._add_item(end, update_only=False)
-            key = (record.source_id, record.name, record.target_id)
+            # An end given as an item is created with the edge (inlined: this
+            # runs for most records of most sources).
+            source, target = record.source, record.target
+            if not isinstance(source, str):
+                source = self._add_item(source, update_only=False)
+            if not isinstance(target, str):
+                target = self._add_item(target, update_only=False)
+            key = (source, record.name, target)
             if key not in batch.edges:
                 batch.edges[key] = None
                 batch.nbytes += 120
@@ -115,6 +117,10 @@ class BatchBuilder:
                 f"fetch() yielded {type(record).__name__}; expected an Item, Edge, "
                 "FilePayload, Update or Checkpoint"
             )
+        return (
+            len(batch.items) + len(batch.edges) >= self.max_records
+            or batch.nbytes >= self.max_bytes
+        )
 
     def _add_item(self, item: Item, *, update_only: bool) -> str:
         batch = self.current

@@ -12,10 +12,12 @@ Key = str | tuple[str, ...]
 _MISSING = object()
 
 
-def _digest(key: Key) -> bytes:
-    """16 bytes standing for the key: ids and edge triples cost the same, little, memory.
+def key_digest(key: Key) -> bytes:
+    """Bytes standing for the key: ids and edge triples cost the same, little, memory.
 
-    The engine's own ids are 32 hex digits: those are their own exact digest.
+    The engine's own ids are 32 hex digits: those are their own exact 16-byte
+    digest, and an edge between two of them is exactly its two ends' bytes
+    plus its name.  Anything else is hashed to 16 bytes.
     """
     if isinstance(key, str):
         if len(key) == 32:
@@ -25,6 +27,12 @@ def _digest(key: Key) -> bytes:
                 pass
         text = key
     else:
+        if len(key) == 3 and len(key[0]) == 32 and len(key[2]) == 32:
+            try:
+                # 32 bytes and more: never equal to a 16-byte digest.
+                return bytes.fromhex(key[0] + key[2]) + key[1].encode()
+            except ValueError:
+                pass
         text = "\x00".join(key)
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
@@ -46,14 +54,18 @@ class LRU(Generic[V]):
         self._old: dict[bytes, V] = {}
 
     def __contains__(self, key: Key) -> bool:
-        digest = _digest(key)
+        return self.has_digest(key_digest(key))
+
+    def has_digest(self, digest: bytes) -> bool:
         return digest in self._young or digest in self._old
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
 
     def get(self, key: Key, default: V | None = None) -> V | None:
-        digest = _digest(key)
+        return self.get_digest(key_digest(key), default)
+
+    def get_digest(self, digest: bytes, default: V | None = None) -> V | None:
         value = self._young.get(digest, _MISSING)
         if value is _MISSING:
             value = self._old.get(digest, _MISSING)
@@ -63,7 +75,11 @@ class LRU(Generic[V]):
         return value  # type: ignore[return-value]
 
     def put(self, key: Key, value: V) -> None:
-        self._store(_digest(key), value)
+        self._store(key_digest(key), value)
+
+    def put_digest(self, digest: bytes, value: V) -> None:
+        """``put`` for a key whose :func:`key_digest` the caller already has."""
+        self._store(digest, value)
 
     def _store(self, digest: bytes, value: V) -> None:
         self._young[digest] = value
@@ -71,6 +87,6 @@ class LRU(Generic[V]):
             self._old, self._young = self._young, {}
 
     def discard(self, key: Key) -> None:
-        digest = _digest(key)
+        digest = key_digest(key)
         self._young.pop(digest, None)
         self._old.pop(digest, None)

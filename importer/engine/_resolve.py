@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from ..model import FilePayload, derive_id
 from ..schema import PendingEdge
 from ._batch import Batch, BatchItem, EdgeKey
-from ._cache import LRU
+from ._cache import LRU, key_digest
 
 
 class BulkSearcher(Protocol):
@@ -80,6 +80,8 @@ class Resolver:
         self.in_flight: dict[str, int] = {}
         """id -> seq of the unacknowledged bulk that creates it."""
         self.edges_known: LRU[None] = LRU(cache_size)
+        self.created_here: LRU[None] = LRU(cache_size)
+        """Items this run created: their only edges are the ones it planned."""
         self.stored_files: LRU[None] = LRU(cache_size)
         self.pending_keys: set[EdgeKey] = set()
         """Edges stored as PendingEdge items in the Pod."""
@@ -140,7 +142,7 @@ class Resolver:
         unknown = [
             i
             for i, entry in items.items()
-            if i not in self.known and (not self.optimistic or entry.update_only)
+            if (not self.optimistic or entry.update_only) and i not in self.known
         ]
         unknown += [i for i in referenced if i not in items and i not in self.known]
         existing = await self._lookup(unknown, with_edges=False) if unknown else {}
@@ -192,7 +194,8 @@ class Resolver:
             source, _, target = key
             # Consulted even for new sources: when a refused plan is resolved
             # again, edges that later plans already took over are known here.
-            if key in self.edges_known:
+            digest = key_digest(key)
+            if self.edges_known.has_digest(digest):
                 continue
             source_new = source in creating
             if not (source_new or exists(source)):
@@ -205,8 +208,12 @@ class Resolver:
                 self.pending_keys.discard(key)
                 plan.pending_resolved.append(key)
                 plan.delete_items.append(pending_edge_id(key))
-            if source_new:
-                self._plan_edge(plan, key)
+            # An item this run created has no edges but the ones it planned
+            # (all in edges_known): no need to ask the Pod.  Only while
+            # optimistic: after a conflict, the Pod is asked about everything.
+            if source_new or (self.optimistic and self.created_here.has_digest(key_digest(source))):
+                plan.create_edges.append(key)
+                self.edges_known.put_digest(digest, None)
             else:
                 to_check.append(key)
         if not to_check:
@@ -263,14 +270,16 @@ class Resolver:
             ):
                 plan.uploads.append(payload)
         else:
-            cached = self.known.get(item_id)
+            key = key_digest(item_id)
+            cached = self.known.get_digest(key)
             if cached is None:
                 if entry.update_only:
                     return
                 plan.create_items.append(entry.data)
                 plan.created += 1
                 creating.add(item_id)
-                self.known.put(item_id, digest)
+                self.known.put_digest(key, digest)
+                self.created_here.put_digest(key, None)
                 if payload is not None:
                     plan.uploads.append(payload)
                 return
@@ -299,6 +308,7 @@ class Resolver:
         """Undo a plan's effect on the caches after its bulk was refused."""
         for data in plan.create_items:
             self.known.discard(data["id"])
+            self.created_here.discard(data["id"])
             if self.in_flight.get(data["id"]) == plan.seq:
                 del self.in_flight[data["id"]]
         for update in plan.update_items:

@@ -487,10 +487,9 @@ class _Run:
                 else:
                     builder.current.started = time.monotonic()
                 continue
+            self.stats.records += len(chunk)
             for record in chunk:
-                builder.add(record)
-                self.stats.records += 1
-                if builder.is_full():
+                if builder.add(record):
                     await self._flush(builder.take(), writer)
             if self.on_progress is not None:
                 self.on_progress(self.stats, ctx)
