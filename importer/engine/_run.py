@@ -43,6 +43,8 @@ class EngineSettings:
     source_chunk: int = 256
     source_buffer: int = 8
     run_update_interval: float = 5.0
+    checkpoint_delay: float = 0.25
+    """A checkpoint no bulk has taken along after this long is written on its own."""
 
 
 class ImportFailed(Exception):
@@ -431,6 +433,7 @@ class _Run:
                 account_id=self.account_id,
                 max_in_flight=self.settings.max_in_flight,
                 upload_concurrency=self.settings.upload_concurrency,
+                checkpoint_delay=min(self.settings.checkpoint_delay, self.settings.flush_interval),
                 dry_run=self.dry_run,
             )
             settle = await resolver.settle_pending()
