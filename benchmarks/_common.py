@@ -92,6 +92,27 @@ def _high_water_mark(pid: int) -> int:
     return 0
 
 
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid``, from the kernel's per-thread ``children`` lists.
+
+    Reading a few small files costs far less than walking every process in
+    ``/proc`` (what psutil does), which matters when the monitor shares a
+    process — and its GIL — with the work being measured.
+    """
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as fh:
+                found.extend(int(child) for child in fh.read().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 class RssMonitor:
     """Polls the peak RSS of a process (plus its descendants') in a thread."""
 
@@ -101,12 +122,26 @@ class RssMonitor:
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
+        self._per_thread_children = os.path.exists(
+            f"/proc/{os.getpid()}/task/{os.getpid()}/children"
+        )
+
+    def _descendants(self, process: psutil.Process) -> list[int]:
+        if not self._per_thread_children:
+            return [child.pid for child in process.children(recursive=True)]
+        found: list[int] = []
+        todo = [self.pid]
+        while todo:
+            children = _children(todo.pop())
+            found.extend(children)
+            todo.extend(children)
+        return found
 
     def _sample(self, process: psutil.Process) -> int:
         total = max(process.memory_info().rss, _high_water_mark(process.pid))
-        for child in process.children(recursive=True):
+        for pid in self._descendants(process):
             with suppress(psutil.Error):
-                total += child.memory_info().rss
+                total += psutil.Process(pid).memory_info().rss
         return int(total)
 
     def _run(self) -> None:
