@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from email import policy
 from email.message import Message
 
-from ._headers import header_text
+from ._headers import decode_words, header_text
 from ._text import clean_text, decode_bytes
 
 __all__ = ["Attachment", "Body", "split_body"]
@@ -51,7 +52,10 @@ def _filename(part: Message) -> str | None:
         name = None
     if not name:
         return None
-    name = _UNSAFE_NAME.sub("", clean_text(str(name))).replace("\\", "/")
+    name = str(name)
+    if "=?" in name:  # RFC 2047 inside a parameter: wrong, and common
+        name = decode_words(name)
+    name = _UNSAFE_NAME.sub("", clean_text(name)).replace("\\", "/")
     name = name.rsplit("/", 1)[-1].strip()
     return name[:255] or None
 
@@ -93,7 +97,8 @@ def _nested_bytes(part: Message) -> bytes:
     target = inner[0] if isinstance(inner, list) and inner else part
     if isinstance(target, Message):
         try:
-            return target.as_bytes()
+            # Serialised as the default policy does (stable bytes, stable File id).
+            return target.as_bytes(policy=policy.default)
         except Exception:
             try:
                 return target.as_string().encode("utf-8", "surrogateescape")

@@ -18,6 +18,7 @@ from ._text import clean_text, decode_bytes
 
 __all__ = [
     "Mailbox",
+    "decode_words",
     "header_date",
     "header_text",
     "message_ids",
@@ -62,7 +63,7 @@ def raw_header(msg: Message, name: str) -> str | None:
     return values[0] if values else None
 
 
-def _decode_words(value: str) -> str:
+def decode_words(value: str) -> str:
     """RFC 2047 decoding, tolerant of unknown charsets and broken encoded words."""
     try:
         parts = decode_header(value)
@@ -79,10 +80,15 @@ def header_text(msg: Message, name: str) -> str | None:
     raw = raw_header(msg, name)
     if raw is None:
         return None
-    try:
-        text = str(policy.default.header_factory(name, raw))
-    except Exception:
-        text = _decode_words(raw)
+    if "=?" not in raw:
+        # Nothing encoded: the text is the value (the full parser would take
+        # ~30 us to say so, for every message).
+        text = raw
+    else:
+        try:
+            text = str(policy.default.header_factory(name, raw))
+        except Exception:
+            text = decode_words(raw)
     text = _WS.sub(" ", clean_text(text)).strip()
     return text or None
 
@@ -104,12 +110,35 @@ def addresses(msg: Message, name: str) -> list[Mailbox]:
     return found
 
 
+def _plain_pairs(raw: str) -> list[tuple[str, str]] | None:
+    """(display name, address) pairs by the quick parser, or None if it may be wrong.
+
+    ``utils.getaddresses`` is about ten times faster than the full RFC 5322
+    parser and agrees with it on ordinary lists.  Anything unusual — groups,
+    route addresses, comments, an encoded word holding a comma, an entry
+    without exactly one ``@`` — goes to the full parser instead.
+    """
+    if any(c in raw for c in ":;()[]\\"):
+        return None
+    pairs = utils.getaddresses([raw])
+    for display, address in pairs:
+        if address.count("@") != 1 or address.startswith("@") or address.endswith("@"):
+            return None
+        if "=?" in display and ("?=" not in display):
+            return None
+    if len(pairs) != raw.count("@"):
+        return None
+    return [(decode_words(d) if "=?" in d else d, a) for d, a in pairs]
+
+
 def _parse_addresses(name: str, raw: str) -> list[Mailbox]:
-    try:
-        header = policy.default.header_factory(name, raw)
-        pairs = [(a.display_name, a.addr_spec) for a in getattr(header, "addresses", ())]
-    except Exception:
-        pairs = utils.getaddresses([_decode_words(raw)])
+    pairs = _plain_pairs(raw)
+    if pairs is None:
+        try:
+            header = policy.default.header_factory(name, raw)
+            pairs = [(a.display_name, a.addr_spec) for a in getattr(header, "addresses", ())]
+        except Exception:
+            pairs = utils.getaddresses([decode_words(raw)])
     result = []
     for display, spec in pairs:
         address = clean_text(spec).strip().strip("<>").strip()

@@ -288,6 +288,51 @@ def test_same_attachment_twice_in_one_message_is_one_file() -> None:
     assert len(edges(recs, "attachment")) == 1
 
 
+@pytest.mark.parametrize(
+    ("disposition", "expected"),
+    [
+        ('attachment; filename="=?utf-8?q?R=C3=A9sum=C3=A9.pdf?="', "Résumé.pdf"),
+        ("attachment; filename*=utf-8''R%C3%A9sum%C3%A9.pdf", "Résumé.pdf"),
+        ('attachment; filename="plain name.pdf"', "plain name.pdf"),
+    ],
+)
+def test_attachment_filenames_are_decoded(disposition: str, expected: str) -> None:
+    raw = lf(
+        "From: a@b.example\nMessage-ID: <f@b>\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/mixed; boundary="B"\n\n'
+        "--B\nContent-Type: text/plain\n\nsee attached\n"
+        f"--B\nContent-Type: application/pdf\nContent-Disposition: {disposition}\n"
+        "Content-Transfer-Encoding: base64\n\nJVBERi0=\n--B--\n"
+    )
+    (payload,) = files(records(raw))
+    assert meta(payload).filename == expected
+    assert payload.content == b"%PDF-"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '"Alice Example" <alice@example.com>, =?utf-8?q?J=C3=B6rg?= <jorg@example.org>',
+        '"Smith, John" <js@example.org>, bob@example.com',
+        "=?utf-8?Q?M=C3=BCller=2C_Hans?= <hm@example.de>",
+        '"quoted \\"name\\"" <q@example.org>',
+        "a@example.com (a comment)",
+        "friends: a@example.com, B <b@example.com>;",
+        '"alice@example.com" <alice@example.com>',
+        "José <jose@example.com>",
+    ],
+)
+def test_address_lists_read_as_the_full_parser_reads_them(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connectors.email import _headers
+
+    quick = _headers._parse_addresses("To", value)
+    monkeypatch.setattr(_headers, "_plain_pairs", lambda raw: None)  # the full parser only
+    assert quick == _headers._parse_addresses("To", value)
+    assert quick and all("@" in m.address for m in quick)
+
+
 def test_inline_image_in_related_and_nested_message() -> None:
     png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
     raw = lf(
