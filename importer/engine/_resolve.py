@@ -32,6 +32,10 @@ def mutable_digest(values: dict[str, Any]) -> str:
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
+CREATED_HERE = "+"
+"""Marks a ``known`` entry as created by this run (digests are hex: never "+")."""
+
+
 def pending_edge_id(key: EdgeKey) -> str:
     return derive_id(PendingEdge.item_type, *key)
 
@@ -76,12 +80,12 @@ class Resolver:
         self.optimistic = optimistic
         """Skip asking the Pod about unknown items until a bulk conflicts."""
         self.known: LRU[str] = LRU(cache_size)
-        """id -> mutable digest, for items that exist or are on their way."""
+        """id -> mutable digest, for items that exist or are on their way;
+        prefixed with ``CREATED_HERE`` for items this run created (their only
+        edges are the ones it planned)."""
         self.in_flight: dict[str, int] = {}
         """id -> seq of the unacknowledged bulk that creates it."""
         self.edges_known: LRU[None] = LRU(cache_size)
-        self.created_here: LRU[None] = LRU(cache_size)
-        """Items this run created: their only edges are the ones it planned."""
         self.stored_files: LRU[None] = LRU(cache_size)
         self.pending_keys: set[EdgeKey] = set()
         """Edges stored as PendingEdge items in the Pod."""
@@ -211,7 +215,7 @@ class Resolver:
             # An item this run created has no edges but the ones it planned
             # (all in edges_known): no need to ask the Pod.  Only while
             # optimistic: after a conflict, the Pod is asked about everything.
-            if source_new or (self.optimistic and self.created_here.has_digest(key_digest(source))):
+            if source_new or (self.optimistic and self._created_here(source)):
                 plan.create_edges.append(key)
                 self.edges_known.put_digest(digest, None)
             else:
@@ -260,6 +264,7 @@ class Resolver:
     ) -> None:
         digest = mutable_digest(entry.mutable)
         payload = plan.batch.files.get(item_id)
+        created_here = False
         if in_pod is not None:
             current = {k: in_pod.get(k) for k in entry.mutable}
             known_digest = mutable_digest({k: v for k, v in current.items() if v is not None})
@@ -278,18 +283,22 @@ class Resolver:
                 plan.create_items.append(entry.data)
                 plan.created += 1
                 creating.add(item_id)
-                self.known.put_digest(key, digest)
-                self.created_here.put_digest(key, None)
+                self.known.put_digest(key, CREATED_HERE + digest)
                 if payload is not None:
                     plan.uploads.append(payload)
                 return
-            known_digest = cached
+            known_digest = cached.removeprefix(CREATED_HERE)
+            created_here = cached.startswith(CREATED_HERE)
         if entry.mutable and digest != known_digest:
             plan.update_items.append({"id": item_id, **entry.mutable})
             plan.updated += 1
         else:
             plan.unchanged += 1
-        self.known.put(item_id, digest)
+        self.known.put(item_id, CREATED_HERE + digest if created_here else digest)
+
+    def _created_here(self, item_id: str) -> bool:
+        cached = self.known.get(item_id)
+        return cached is not None and cached.startswith(CREATED_HERE)
 
     def _plan_edge(self, plan: Plan, key: EdgeKey) -> None:
         plan.create_edges.append(key)
@@ -308,7 +317,6 @@ class Resolver:
         """Undo a plan's effect on the caches after its bulk was refused."""
         for data in plan.create_items:
             self.known.discard(data["id"])
-            self.created_here.discard(data["id"])
             if self.in_flight.get(data["id"]) == plan.seq:
                 del self.in_flight[data["id"]]
         for update in plan.update_items:

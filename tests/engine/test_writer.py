@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from importer import Checkpoint
+from importer import Checkpoint, Edge
 from importer.engine._batch import BatchBuilder
 from importer.engine._resolve import Resolver
 from importer.engine._stats import RunStats
@@ -81,3 +81,31 @@ async def test_a_checkpoint_lands_once_its_bulk_is_acknowledged_although_newer_o
             await anyio.sleep(0.01)
     # Nothing in flight at the end: the last checkpoint is written on its own.
     assert _checkpoint_of(pod.bulks[-1]) == 3
+
+
+async def test_edges_from_items_this_run_created_need_no_question_to_the_pod() -> None:
+    asked: list[list[dict[str, Any]]] = []
+
+    async def search(filters: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        asked.append(filters)
+        return [[] for _ in filters]
+
+    resolver = Resolver(search, cache_size=100)
+    builder = BatchBuilder("t", {}, max_records=100, max_bytes=1 << 20)
+    first, second = Note(externalId="a"), Note(externalId="b")
+    builder.add(first)
+    resolver.acknowledged(await resolver.resolve(builder.take()))
+    builder.add(second)
+    builder.add(Edge(first, "next", second))
+    plan = await resolver.resolve(builder.take())
+    # The source was created by an earlier bulk of this run: its edges are
+    # all known here, so the Pod is not asked about them.
+    assert plan.create_edges == [(first.ensure_id(), "next", second.ensure_id())]
+    assert asked == []
+
+    # After a conflict the resolver trusts nothing it did not ask the Pod.
+    resolver.optimistic = False
+    builder.add(Edge(first, "again", second))
+    plan = await resolver.resolve(builder.take())
+    assert plan.create_edges == [(first.ensure_id(), "again", second.ensure_id())]
+    assert any("[[edges]]" in flt for filters in asked for flt in filters)
