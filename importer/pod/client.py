@@ -80,8 +80,8 @@ class BulkResult:
         if not isinstance(data, dict):
             raise PodError(200, "bulk answer is not a JSON object")
         return cls(
-            created_ids=[str(x) for x in data.get("createItems") or []],
-            edge_ids=[str(x) for x in data.get("createEdges") or []],
+            created_ids=list(map(str, data.get("createItems") or [])),
+            edge_ids=list(map(str, data.get("createEdges") or [])),
             search_results=list(data.get("search") or []),
         )
 
@@ -141,6 +141,7 @@ class PodClient:
         """Retries performed so far (for run records)."""
         self._secrets = tuple(s for s in (*auth.secret_strings(), owner_key) if s)
         self._slots = anyio.Semaphore(max_concurrency)
+        self._data_urls: dict[str, httpx.URL] = {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             transport=transport,
@@ -201,10 +202,22 @@ class PodClient:
 
         return note
 
+    def _data_url(self, endpoint: str) -> httpx.URL:
+        """The absolute URL of a data call, parsed once per endpoint.
+
+        httpx would otherwise parse the path and join it to the base URL on
+        every request (~60 µs, a measurable share of a small bulk).
+        """
+        url = self._data_urls.get(endpoint)
+        if url is None:
+            url = httpx.URL(f"{self.base_url}/v4/{self.owner_key}/{endpoint}")
+            self._data_urls[endpoint] = url
+        return url
+
     async def _attempt(
         self,
         method: str,
-        path: str,
+        path: str | httpx.URL,
         body: Callable[[], Body] | None,
         headers: dict[str, str] | None,
         on_ok: Callable[[httpx.Response], Awaitable[T]],
@@ -229,7 +242,7 @@ class PodClient:
     async def _request(
         self,
         method: str,
-        path: str,
+        path: str | httpx.URL,
         *,
         what: str,
         on_ok: Callable[[httpx.Response], Awaitable[T]],
@@ -265,7 +278,7 @@ class PodClient:
         body = orjson.dumps({"auth": self.auth.to_json(), "payload": payload})
         return await self._request(
             "POST",
-            f"/v4/{self.owner_key}/{endpoint}",
+            self._data_url(endpoint),
             what=endpoint,
             on_ok=_read_json,
             body=lambda: body,

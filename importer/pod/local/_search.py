@@ -160,6 +160,7 @@ def run_search(conn: Any, query: Query) -> list[dict[str, Any]]:
 def _attach_edges(
     conn: Any, rids: list[int], items: list[dict[str, Any]], key: str, *, incoming: bool
 ) -> None:
+    """Each item's edges, in creation order, as ``{"_edge": name, "_item": item}``."""
     near, far = ("target", "source") if incoming else ("source", "target")
     found: dict[int, list[dict[str, Any]]] = {}
     unique = sorted(set(rids))
@@ -168,8 +169,9 @@ def _attach_edges(
         chunk = unique[start : start + _CHUNK]
         marks = ",".join("?" * len(chunk))
         for row in conn.execute(
-            f"SELECT e.{near}, e.name, {columns} FROM edges e "
-            f"JOIN items i ON i.rid = e.{far} WHERE e.{near} IN ({marks}) ORDER BY e.rid",
+            f"SELECT e.{near}, n.name, {columns} FROM edges e "
+            f"JOIN edge_names n ON n.id = e.name_id JOIN items i ON i.rid = e.{far} "
+            f"WHERE e.{near} IN ({marks}) ORDER BY e.seq",
             chunk,
         ):
             found.setdefault(row[0], []).append({"_edge": row[1], "_item": item_from_row(row[2:])})

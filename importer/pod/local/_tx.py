@@ -1,4 +1,4 @@
-"""State of one write transaction: its timestamp and its schema changes."""
+"""State of one write transaction: its timestamp, edge counter and schema changes."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class Transaction:
     committed schema only when the transaction commits.
     """
 
-    def __init__(self, conn: Any, schema: Schema, last_ts: int) -> None:
+    def __init__(self, conn: Any, schema: Schema, last_ts: int, edge_seq: int) -> None:
         self.conn = conn
         self.schema = schema
         self.pending: Schema | None = None
@@ -31,12 +31,23 @@ class Transaction:
         self.stamp: int | None = None
         self.learned: dict[str, int] = {}
         """Item id -> rid pairs to remember once the transaction commits."""
+        self.edge_seq = edge_seq
+        """The last edge creation number handed out (committed ones, then this
+        transaction's)."""
+        self.edge_names: dict[str, int] = {}
+        """Edge names numbered in this transaction (known to all once it commits)."""
 
     def ts(self) -> int:
         """This transaction's ``dateServerModified``: ``max(now, last + 1)``, allocated once."""
         if self.stamp is None:
             self.stamp = max(self.now, self._last_ts + 1)
         return self.stamp
+
+    def edge_seqs(self, count: int) -> int:
+        """Allocate ``count`` edge creation numbers; the first of them."""
+        first = self.edge_seq + 1
+        self.edge_seq += count
+        return first
 
     def declare(self, item_type: str, prop: str, value_type: str) -> None:
         """Declare a property (a no-op if declared, a 400 if it conflicts)."""
