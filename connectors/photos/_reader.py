@@ -1,16 +1,24 @@
 """Hash and decode images in a small thread pool, results in scan order.
 
 Pillow and hashlib release the GIL while they work, so a second thread uses
-the second core.  At most ``2 * workers`` files are under way at once, and
-only their thumbnails outlive the work, so memory stays bounded.
+the second core.  Up to ``_QUEUED_PER_WORKER * workers`` files are queued or
+done but not yet taken, so the threads never run dry while the consumer is
+busy; only ``workers`` are read at a time and only thumbnails outlive the
+work, so memory stays bounded.
+
+A file is read once: its bytes are hashed and, if the photo is new, decoded
+from memory.  Files above ``_READ_WHOLE_UP_TO`` (huge TIFFs, say) are hashed
+in chunks and decoded from disk instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -20,6 +28,11 @@ from ._image import ImageInfo, NotAPhoto, read_image
 from ._scan import Candidate
 
 __all__ = ["Outcome", "Reader", "examine"]
+
+_QUEUED_PER_WORKER = 8
+"""Files submitted ahead per thread: slack for a consumer that is briefly busy."""
+_READ_WHOLE_UP_TO = 64 << 20
+"""Bytes up to which a file is read into memory once (hash and decoding share them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,19 +48,28 @@ class Outcome:
     """A skip that stays until the file changes (remembered in the checkpoint)."""
 
 
+def _read(path: Path, expected_size: int) -> tuple[FilePayload, bytes | None]:
+    """The file's payload (hashed), and its bytes unless it is too big to keep."""
+    if expected_size > _READ_WHOLE_UP_TO:
+        return File.payload_from_path(path), None
+    content = path.read_bytes()
+    item = File(sha256=hashlib.sha256(content).hexdigest(), filename=path.name, size=len(content))
+    return FilePayload(item, path), content
+
+
 def examine(candidate: Candidate, thumbnail_size: int, known: Container[str]) -> Outcome:
     """Hash the file (its sha256 is the photo's identity), then decode it if new."""
     if candidate.size == 0:
         return Outcome(skip="empty file")
     try:
-        payload = File.payload_from_path(candidate.path)
+        payload, content = _read(candidate.path, candidate.size)
     except OSError as exc:
         return Outcome(skip=f"unreadable file: {exc.strerror or exc}", lasting=False)
     photo_id = derive_id("Photo", payload.sha256)
     if photo_id in known:
         return Outcome(payload=payload, photo_id=photo_id)
     try:
-        info = read_image(candidate.path, thumbnail_size)
+        info = read_image(candidate.path, thumbnail_size, content)
     except NotAPhoto as exc:
         return Outcome(skip=exc.reason, lasting=exc.lasting)
     if isinstance(payload.file, File):
@@ -71,7 +93,7 @@ class Reader:
             for candidate in candidates:
                 future = self._pool.submit(examine, candidate, self.thumbnail_size, self.known)
                 window.append((candidate, future))
-                if len(window) >= 2 * self.workers:
+                if len(window) >= _QUEUED_PER_WORKER * self.workers:
                     done, pending = window.popleft()
                     yield done, pending.result()
             while window:

@@ -164,7 +164,7 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
                 body = message.get("body", b"")
                 if body and request.method != "HEAD":
                     try:
-                        await send_chunks.send(bytes(body))
+                        await send_chunks.send(body if type(body) is bytes else bytes(body))
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                         finished.set()  # the reader went away: a client disconnect
                         return

@@ -5,6 +5,10 @@ without a known hash is hashed first: bytes in one go, a path by reading it
 in chunks (in a worker thread), and an async stream by spooling it to a
 temporary file while hashing.  Bytes and files can be sent again on a retry;
 a caller's async stream with a given hash is sent as-is, once.
+
+Files are read in worker threads a chunk per hop, opening with the first
+chunk and closing with the last; a file of at most one chunk is read whole
+(with its hash, if needed) in a single hop and then sent like bytes.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 
 __all__ = ["CHUNK_SIZE", "UploadContent", "UploadSource", "check_sha256", "prepare_upload"]
 
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 4 * 1024 * 1024
+"""Bytes per file read (and so per request body chunk)."""
 _HASH_IN_THREAD_ABOVE = 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -60,10 +66,55 @@ def _hash_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _read_small(path: Path, sha256: str | None) -> tuple[bytes | None, int, str | None]:
+    """The file's size and, if it is at most one chunk, its content and sha256.
+
+    ``sha256`` is the caller's, returned as is; without one the content is hashed.
+    """
+    with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size <= CHUNK_SIZE:
+            data = handle.read(size + 1)  # sized to the file: a bigger buffer costs page faults
+            if len(data) <= size:
+                return data, len(data), sha256 if sha256 is not None else _hash_bytes(data)
+            size = os.fstat(handle.fileno()).st_size  # it grew: send it as a file after all
+    return None, size, sha256
+
+
+def _next_chunk(handle: BinaryIO) -> tuple[bytes, bool]:
+    """Up to ``CHUNK_SIZE`` bytes, and whether the file ended (it is closed then).
+
+    A buffered reader returns fewer bytes than asked only at the end of a file.
+    """
+    chunk = handle.read(CHUNK_SIZE)
+    ended = len(chunk) < CHUNK_SIZE
+    if ended:
+        handle.close()
+    return chunk, ended
+
+
+def _open_at_first_chunk(path: Path) -> tuple[BinaryIO, bytes, bool]:
+    handle = path.open("rb")
+    try:
+        return (handle, *_next_chunk(handle))
+    except BaseException:
+        handle.close()
+        raise
+
+
 async def _read_file(path: Path) -> AsyncIterator[bytes]:
-    async with await anyio.open_file(path, "rb") as handle:
-        while chunk := await handle.read(CHUNK_SIZE):
-            yield chunk
+    handle, chunk, ended = await anyio.to_thread.run_sync(_open_at_first_chunk, path)
+    try:
+        while True:
+            if chunk:
+                yield chunk
+            if ended:
+                return
+            chunk, ended = await anyio.to_thread.run_sync(_next_chunk, handle)
+    finally:
+        if not handle.closed:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(handle.close)
 
 
 async def _spool(stream: AsyncIterable[bytes], path: Path) -> tuple[str, int]:
@@ -94,7 +145,11 @@ async def prepare_upload(content: UploadContent, sha256: str | None) -> AsyncIte
                 expected = _hash_bytes(data)
         yield UploadSource(expected, len(data), True, lambda: data)
     elif isinstance(content, Path):
-        size = (await anyio.Path(content).stat()).st_size
+        small, size, expected = await anyio.to_thread.run_sync(_read_small, content, expected)
+        if small is not None and expected is not None:
+            whole = small
+            yield UploadSource(expected, size, True, lambda: whole)
+            return
         if expected is None:
             expected = await anyio.to_thread.run_sync(_hash_file, content)
         yield _file_source(content, expected, size)

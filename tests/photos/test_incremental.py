@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from connectors.photos import connector
-from importer import File, FilePayload, derive_id
+from connectors.photos import _reader, connector
+from importer import FilePayload, derive_id
 from importer.engine import EngineSettings
 from importer.testing import check_connector, local_pod, run_connector, snapshot
 
@@ -20,23 +20,23 @@ from .test_photos import SMALL, item, run, sha_id
 
 
 class Spy:
-    """Counts hashing (``File.payload_from_path``) and decoding (``Image.open``) calls."""
+    """Counts files read and hashed (``_reader._read``) and decoded (``Image.open``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.hashed: list[Path] = []
         self.opened = 0
-        hash_file = File.payload_from_path
+        hash_file = _reader._read
         open_image = Image.open
 
-        def counting_hash(path: Path, **kwargs: Any) -> FilePayload:
+        def counting_hash(path: Path, size: int) -> tuple[FilePayload, bytes | None]:
             self.hashed.append(path)
-            return hash_file(path, **kwargs)
+            return hash_file(path, size)
 
         def counting_open(*args: Any, **kwargs: Any) -> Any:
             self.opened += 1
             return open_image(*args, **kwargs)
 
-        monkeypatch.setattr(File, "payload_from_path", counting_hash)
+        monkeypatch.setattr(_reader, "_read", counting_hash)
         monkeypatch.setattr(Image, "open", counting_open)
 
     def reset(self) -> None:

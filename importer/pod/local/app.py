@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ._errors import PodHTTPError, bad_request, not_found
-from ._files import TooLarge
+from ._files import BlobWriter, TooLarge
 from ._owners import Owners, check_owner_key
 from ._plugins import PluginLauncher
 from ._store import Store
@@ -41,7 +41,8 @@ MiB = 1 << 20
 GiB = 1 << 30
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _ENDPOINT_NAME = re.compile(r"[a-z_]{1,40}")
-_WRITE_CHUNK = MiB
+_WRITE_CHUNK = 4 * MiB
+"""Upload bytes buffered per worker-thread hop; a body up to this size is read whole."""
 _PARSE_IN_THREAD = 256 * 1024
 
 _OPERATIONS: dict[str, Callable[[Store, Any], Any]] = {
@@ -67,6 +68,15 @@ def _parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise bad_request(f"malformed JSON: {error}") from None
+
+
+def _unwrap(body: Any) -> tuple[Any, Any]:
+    """``auth`` and ``payload`` of a parsed data call body."""
+    if not isinstance(body, dict):
+        raise bad_request('the body must be a JSON object {"auth": ..., "payload": ...}')
+    if "payload" not in body:
+        raise bad_request("the body has no 'payload'")
+    return body.get("auth"), body["payload"]
 
 
 def _check_sha256(value: object) -> str:
@@ -109,7 +119,7 @@ class _LocalPod:
             raise bad_request("malformed Content-Length")
         return int(header)
 
-    async def _read_json(self, request: Request) -> Any:
+    async def _read_body(self, request: Request) -> bytes:
         limit = self.max_request_bytes
         length = self._length(request)
         if length is not None and length > limit:
@@ -121,18 +131,16 @@ class _LocalPod:
             if size > limit:
                 raise PodHTTPError(413, f"request body larger than {limit} bytes")
             chunks.append(chunk)
-        body = b"".join(chunks)
-        if size > _PARSE_IN_THREAD:
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _read_json(self, request: Request) -> Any:
+        body = await self._read_body(request)
+        if len(body) > _PARSE_IN_THREAD:
             return await anyio.to_thread.run_sync(_parse_json, body)
         return _parse_json(body)
 
     async def _envelope(self, request: Request) -> tuple[Any, Any]:
-        body = await self._read_json(request)
-        if not isinstance(body, dict):
-            raise bad_request('the body must be a JSON object {"auth": ..., "payload": ...}')
-        if "payload" not in body:
-            raise bad_request("the body has no 'payload'")
-        return body.get("auth"), body["payload"]
+        return _unwrap(await self._read_json(request))
 
     async def _store(self, owner: str, auth: object) -> Store:
         key = self.owners.database_key(owner, auth)
@@ -172,22 +180,27 @@ class _LocalPod:
             # Named back only if it looks like an endpoint (never echo a key).
             named = f" {endpoint!r}" if _ENDPOINT_NAME.fullmatch(endpoint) else ""
             raise not_found(f"unknown endpoint{named}")
-        auth, payload = await self._envelope(request)
-        store = await self._store(owner, auth)
         if endpoint == "get_file":
+            auth, payload = await self._envelope(request)
+            store = await self._store(owner, auth)
             return await self._get_file(store, payload)
         operation = _OPERATIONS[endpoint]
+        body = await self._read_body(request)
 
-        def call() -> tuple[Any, bytes]:
+        def call() -> tuple[str, Any, Any, bytes]:
+            # One worker-thread hop per call: parsing, opening, the operation
+            # and encoding its answer all block, none needs the event loop.
+            auth, payload = _unwrap(_parse_json(body))
+            key = self.owners.database_key(owner, auth)
+            store = self.owners.store(owner, key, create=True)
             result = operation(store, payload)
-            return result, orjson.dumps(result)
+            return key, payload, result, orjson.dumps(result)
 
-        result, body = await anyio.to_thread.run_sync(call)
+        key, payload, result, content = await anyio.to_thread.run_sync(call)
         if self.plugins is not None and endpoint in _PLUGIN_TRIGGERS:
             # Committed: the launcher may start an importer for a new run item.
-            key = self.owners.database_key(owner, auth)
             self.plugins.after_write(owner, key, endpoint, payload, result)
-        return _json_response(body)
+        return _json_response(content)
 
     async def schema_v5(self, request: Request) -> Response:
         owner = check_owner_key(request.path_params["owner"])
@@ -250,35 +263,79 @@ class _LocalPod:
             return
 
     async def _upload(self, request: Request, owner: str, auth: object, sha256: str) -> Response:
+        """Stream the body into an encrypted blob; answer once it is on disk and recorded.
+
+        Few worker-thread hops: one to check and open, one per ``_WRITE_CHUNK``
+        of body, one to seal, verify, place and record.  A body that fits in
+        one chunk (by its Content-Length) is read first, then handled in a
+        single hop.
+        """
         store = await self._store(owner, auth)
         length = self._length(request)
         if length is not None and length > self.max_file_bytes:
-            raise PodHTTPError(413, f"file larger than {self.max_file_bytes} bytes")
+            raise self._too_large()
+        limit = self.max_file_bytes
+
+        def begin() -> BlobWriter:
+            store.check_upload(sha256)
+            return store.files.writer(limit)
+
+        def end(writer: BlobWriter, rest: list[bytes]) -> None:
+            try:
+                writer.write_all(rest)
+                if writer.finish() != sha256:
+                    raise bad_request("the uploaded bytes do not hash to the sha256 in the URL")
+                writer.place(sha256)
+                store.store_blob(sha256, writer)
+            finally:
+                writer.discard()
+
+        def whole(body: list[bytes]) -> None:
+            end(begin(), body)
+
         try:
-            await anyio.to_thread.run_sync(store.check_upload, sha256)
-        except PodHTTPError:
-            await self._drain(request)
-            raise
-        writer = await anyio.to_thread.run_sync(store.files.writer, self.max_file_bytes)
-        try:
-            buffer = bytearray()
-            async for chunk in request.stream():
-                buffer += chunk
-                if len(buffer) >= _WRITE_CHUNK:
-                    await anyio.to_thread.run_sync(writer.write, buffer)
-                    buffer = bytearray()
-            if buffer:
-                await anyio.to_thread.run_sync(writer.write, buffer)
-            digest = await anyio.to_thread.run_sync(writer.finish)
-            if digest != sha256:
-                raise bad_request("the uploaded bytes do not hash to the sha256 in the URL")
-            await anyio.to_thread.run_sync(store.store_blob, sha256, writer)
+            if length is not None and length <= _WRITE_CHUNK:
+                await anyio.to_thread.run_sync(whole, await self._small_body(request, length))
+                return JSONResponse({})
+            try:
+                writer = await anyio.to_thread.run_sync(begin)
+            except PodHTTPError:
+                await self._drain(request)
+                raise
+            ended = False
+            try:
+                pending: list[bytes] = []
+                size = 0
+                async for chunk in request.stream():
+                    pending.append(chunk)
+                    size += len(chunk)
+                    if size >= _WRITE_CHUNK:
+                        await anyio.to_thread.run_sync(writer.write_all, pending)
+                        pending, size = [], 0
+                ended = True
+                await anyio.to_thread.run_sync(end, writer, pending)
+            finally:
+                if not ended:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(writer.discard)
         except TooLarge:
-            raise PodHTTPError(413, f"file larger than {self.max_file_bytes} bytes") from None
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(writer.discard)
+            raise self._too_large() from None
         return JSONResponse({})
+
+    def _too_large(self) -> PodHTTPError:
+        return PodHTTPError(413, f"file larger than {self.max_file_bytes} bytes")
+
+    @staticmethod
+    async def _small_body(request: Request, length: int) -> list[bytes]:
+        """A body of at most ``_WRITE_CHUNK`` bytes, whole; a 400 if longer than announced."""
+        body: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > length:
+                raise bad_request("the body is longer than its Content-Length")
+            body.append(chunk)
+        return body
 
 
 def _endpoint(
