@@ -84,8 +84,9 @@ async def test_retry_after_seconds_is_honoured(router: respx.MockRouter) -> None
 
 
 async def test_retry_after_http_date_is_honoured(router: respx.MockRouter) -> None:
-    # An HTTP date has one-second resolution: two seconds ahead waits at least one.
-    when = datetime.now(UTC) + timedelta(seconds=2)
+    # An HTTP date has one-second resolution: a whole second three seconds
+    # ahead of the current one is between two and three seconds away.
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
     route = router.post(SEARCH_URL).mock(
         side_effect=[
             httpx.Response(503, headers={"Retry-After": format_datetime(when, usegmt=True)}),
@@ -97,7 +98,7 @@ async def test_retry_after_http_date_is_honoured(router: respx.MockRouter) -> No
         await client.search({})
         elapsed = time.monotonic() - started
     assert route.call_count == 2
-    assert 1.0 <= elapsed < 3.5
+    assert 1.5 <= elapsed < 4.5
 
 
 async def test_retry_after_is_capped_by_remaining_budget(router: respx.MockRouter) -> None:
