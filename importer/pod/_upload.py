@@ -25,9 +25,19 @@ from typing import BinaryIO
 
 import anyio
 
-__all__ = ["CHUNK_SIZE", "UploadContent", "UploadSource", "check_sha256", "prepare_upload"]
+__all__ = [
+    "CHUNK_SIZE",
+    "WHOLE_SIZE",
+    "UploadContent",
+    "UploadSource",
+    "check_sha256",
+    "prepare_upload",
+]
 
-CHUNK_SIZE = 4 * 1024 * 1024
+WHOLE_SIZE = 4 * 1024 * 1024
+"""A file up to this size is read in one worker-thread hop and sent as one body."""
+CHUNK_SIZE = 1024 * 1024
+"""A bigger file is read and sent in chunks of this size: memory stays small."""
 """Bytes per file read (and so per request body chunk)."""
 _HASH_IN_THREAD_ABOVE = 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -67,13 +77,13 @@ def _hash_bytes(data: bytes) -> str:
 
 
 def _read_small(path: Path, sha256: str | None) -> tuple[bytes | None, int, str | None]:
-    """The file's size and, if it is at most one chunk, its content and sha256.
+    """The file's size and, if it is at most ``WHOLE_SIZE``, its content and sha256.
 
     ``sha256`` is the caller's, returned as is; without one the content is hashed.
     """
     with path.open("rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        if size <= CHUNK_SIZE:
+        if size <= WHOLE_SIZE:
             data = handle.read(size + 1)  # sized to the file: a bigger buffer costs page faults
             if len(data) <= size:
                 return data, len(data), sha256 if sha256 is not None else _hash_bytes(data)

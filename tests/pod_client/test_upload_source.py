@@ -13,7 +13,7 @@ import anyio.to_thread
 import pytest
 
 from importer.pod import _upload
-from importer.pod._upload import CHUNK_SIZE, prepare_upload
+from importer.pod._upload import CHUNK_SIZE, WHOLE_SIZE, prepare_upload
 
 from .conftest import PodFactory
 
@@ -37,7 +37,7 @@ def _hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-@pytest.mark.parametrize("size", [0, 1, 100_000, CHUNK_SIZE])
+@pytest.mark.parametrize("size", [0, 1, 100_000, WHOLE_SIZE])
 async def test_a_file_of_at_most_one_chunk_is_read_whole_in_one_hop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
@@ -55,7 +55,7 @@ async def test_a_file_of_at_most_one_chunk_is_read_whole_in_one_hop(
 async def test_a_big_file_is_streamed_in_chunks_and_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = os.urandom(2 * CHUNK_SIZE + 12_345)
+    data = os.urandom(WHOLE_SIZE + CHUNK_SIZE + 12_345)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
     sha = hashlib.sha256(data).hexdigest()
@@ -74,7 +74,8 @@ async def test_a_big_file_is_streamed_in_chunks_and_closed(
             body = source.body()
             assert not isinstance(body, bytes)
             chunks = [chunk async for chunk in body]
-            assert [len(c) for c in chunks] == [CHUNK_SIZE, CHUNK_SIZE, 12_345]
+            full = (WHOLE_SIZE + CHUNK_SIZE) // CHUNK_SIZE
+            assert [len(c) for c in chunks] == [CHUNK_SIZE] * full + [12_345]
             assert b"".join(chunks) == data
         # Abandoned after the first chunk: the file is closed all the same.
         partial = source.body()
@@ -85,7 +86,7 @@ async def test_a_big_file_is_streamed_in_chunks_and_closed(
 
 
 async def test_a_big_file_without_a_hash_is_hashed_first(tmp_path: Path) -> None:
-    data = os.urandom(CHUNK_SIZE + 1)
+    data = os.urandom(WHOLE_SIZE + 1)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
     async with prepare_upload(path, None) as source:
@@ -93,7 +94,7 @@ async def test_a_big_file_without_a_hash_is_hashed_first(tmp_path: Path) -> None
         assert await _body(source) == data
 
 
-@pytest.mark.parametrize("size", [70_000, CHUNK_SIZE + 70_000])
+@pytest.mark.parametrize("size", [70_000, WHOLE_SIZE + 70_000])
 async def test_paths_round_trip_through_the_pod(pod: PodFactory, tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
     path = tmp_path / "photo.jpg"

@@ -54,7 +54,8 @@ _WRITE_AT = 1 << 20
 """Ciphertext is written out once this much is buffered."""
 _BUFFER_BYTES = _WRITE_AT + 2 * _BLOCK
 """Room for a write, the unaligned rest kept back, the tag and cipher slack."""
-_SPARE_BUFFERS = 8
+_SPARE_BUFFERS = 4
+"""Write buffers kept for reuse: as many as the engine's default concurrent uploads."""
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 
 

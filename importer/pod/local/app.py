@@ -41,8 +41,10 @@ MiB = 1 << 20
 GiB = 1 << 30
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _ENDPOINT_NAME = re.compile(r"[a-z_]{1,40}")
-_WRITE_CHUNK = 4 * MiB
-"""Upload bytes buffered per worker-thread hop; a body up to this size is read whole."""
+_WHOLE_BODY = 4 * MiB
+"""An upload body up to this size is read whole, then stored in one worker-thread hop."""
+_WRITE_CHUNK = MiB
+"""A bigger body is buffered and written this much per hop: memory stays small."""
 _PARSE_IN_THREAD = 256 * 1024
 
 _OPERATIONS: dict[str, Callable[[Store, Any], Any]] = {
@@ -266,9 +268,9 @@ class _LocalPod:
         """Stream the body into an encrypted blob; answer once it is on disk and recorded.
 
         Few worker-thread hops: one to check and open, one per ``_WRITE_CHUNK``
-        of body, one to seal, verify, place and record.  A body that fits in
-        one chunk (by its Content-Length) is read first, then handled in a
-        single hop.
+        of body, one to seal, verify, place and record.  A body of at most
+        ``_WHOLE_BODY`` (by its Content-Length) is read first, then handled in
+        a single hop.
         """
         store = await self._store(owner, auth)
         length = self._length(request)
@@ -294,7 +296,7 @@ class _LocalPod:
             end(begin(), body)
 
         try:
-            if length is not None and length <= _WRITE_CHUNK:
+            if length is not None and length <= _WHOLE_BODY:
                 await anyio.to_thread.run_sync(whole, await self._small_body(request, length))
                 return JSONResponse({})
             try:
@@ -327,7 +329,7 @@ class _LocalPod:
 
     @staticmethod
     async def _small_body(request: Request, length: int) -> list[bytes]:
-        """A body of at most ``_WRITE_CHUNK`` bytes, whole; a 400 if longer than announced."""
+        """A body of at most ``_WHOLE_BODY`` bytes, whole; a 400 if longer than announced."""
         body: list[bytes] = []
         size = 0
         async for chunk in request.stream():
