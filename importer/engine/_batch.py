@@ -37,10 +37,6 @@ class Batch:
     records: int = 0
     started: float = field(default_factory=time.monotonic)
 
-    @property
-    def size(self) -> int:
-        return len(self.items) + len(self.edges)
-
     def is_empty(self) -> bool:
         return not (self.items or self.edges or self.files or self.checkpoint is not None)
 

@@ -216,8 +216,7 @@ class Resolver:
             # (all in edges_known): no need to ask the Pod.  Only while
             # optimistic: after a conflict, the Pod is asked about everything.
             if source_new or (self.optimistic and self._created_here(source)):
-                plan.create_edges.append(key)
-                self.edges_known.put_digest(digest, None)
+                self._plan_edge(plan, key, digest)
             else:
                 to_check.append(key)
         if not to_check:
@@ -300,9 +299,9 @@ class Resolver:
         cached = self.known.get(item_id)
         return cached is not None and cached.startswith(CREATED_HERE)
 
-    def _plan_edge(self, plan: Plan, key: EdgeKey) -> None:
+    def _plan_edge(self, plan: Plan, key: EdgeKey, digest: bytes | None = None) -> None:
         plan.create_edges.append(key)
-        self.edges_known.put(key, None)
+        self.edges_known.put_digest(key_digest(key) if digest is None else digest, None)
 
     # -- outcome -------------------------------------------------------------
 
