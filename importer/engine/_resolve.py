@@ -4,6 +4,13 @@ Existence is asked of the Pod in one bulk search per batch and remembered in
 bounded caches.  Edges whose target is not in the Pod yet are kept as
 ``PendingEdge`` items and created when the target arrives — in this run or a
 later one.
+
+An edge with an end in a bulk that is still unacknowledged is held back and
+carried by a later plan instead of making its whole bulk wait: with a steady
+stream most batches link a few records to the batch before, and waiting for
+every acknowledgement kept only one bulk in flight.  A held edge goes with the
+first plan resolved once its ends are acknowledged, and at the latest with the
+second plan after its own (``HOLD_PLANS``), which then waits as before.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ def mutable_digest(values: dict[str, Any]) -> str:
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
+HOLD_PLANS = 2
+"""An edge held back from plan ``n`` is carried by plan ``n + HOLD_PLANS`` at the latest."""
+
 CREATED_HERE = "+"
 """Marks a ``known`` entry as created by this run (digests are hex: never "+")."""
 
@@ -52,6 +62,11 @@ class Plan:
     uploads: list[FilePayload] = field(default_factory=list)
     depends_on: int = 0
     """Highest earlier bulk seq this one needs acknowledged first (0: none)."""
+    carried: list[EdgeKey] = field(default_factory=list)
+    """Edges an earlier plan held back, created by this one."""
+    defers: bool = False
+    """Edges of this plan or an earlier one are still held back: the data
+    before this plan is all in only once plan ``seq + HOLD_PLANS`` is."""
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -92,6 +107,8 @@ class Resolver:
         self._recreate: list[EdgeKey] = []
         self.waiting: dict[str, set[EdgeKey]] = {}
         """missing item id -> pending edges that wait for it."""
+        self.deferred: list[tuple[EdgeKey, int]] = []
+        """Edges held back for a later plan, with the seq of the plan they came from."""
 
     # -- pending edges -------------------------------------------------------
 
@@ -135,7 +152,8 @@ class Resolver:
                     found[item_id] = results[0]
         return found
 
-    async def resolve(self, batch: Batch) -> Plan:
+    async def resolve(self, batch: Batch, carried: list[EdgeKey] | None = None) -> Plan:
+        """The plan for ``batch``; ``carried`` when a refused plan is resolved again."""
         plan = Plan(batch=batch)
         items = batch.items
         waiting = [key for item_id in items for key in sorted(self.waiting.get(item_id, ()))]
@@ -159,6 +177,9 @@ class Resolver:
             return item_id in creating or item_id in existing or item_id in self.known
 
         candidates = list(batch.edges)
+        if carried:
+            # Resolved again after a refusal: the Pod is asked about these too.
+            candidates += carried
         for item_id in items:
             if item_id in self.waiting and exists(item_id):
                 candidates.extend(sorted(self.waiting.pop(item_id)))
@@ -168,6 +189,13 @@ class Resolver:
         self._recreate.clear()
         if plan.pending_added:
             await self._drop_stored_pending(plan)
+        if carried is None:
+            carried = self._take_held(batch.seq)
+            if self.optimistic and self.in_flight:
+                self._defer_edges(plan, creating)
+            plan.create_edges += carried
+        plan.carried = carried
+        plan.defers = bool(self.deferred)
 
         touched = [key[0] for key in plan.create_edges] + [key[2] for key in plan.create_edges]
         touched += [update["id"] for update in plan.update_items]
@@ -180,6 +208,38 @@ class Resolver:
         for data in plan.create_items:
             self.in_flight.setdefault(data["id"], plan.seq)
         return plan
+
+    def _take_held(self, seq: int) -> list[EdgeKey]:
+        """The held edges plan ``seq`` carries: those now free to go, and the overdue."""
+        in_flight = self.in_flight
+        taken: list[EdgeKey] = []
+        still: list[tuple[EdgeKey, int]] = []
+        for key, origin in self.deferred:
+            if origin <= seq - HOLD_PLANS or not (key[0] in in_flight or key[2] in in_flight):
+                taken.append(key)
+            else:
+                still.append((key, origin))
+        self.deferred = still
+        return taken
+
+    def _defer_edges(self, plan: Plan, creating: set[str]) -> None:
+        """Hold back the edges that would make this plan wait for an acknowledgement.
+
+        Edges that settle a stored PendingEdge stay: their bulk deletes it.
+        """
+        in_flight = self.in_flight
+        settling = set(plan.pending_resolved)
+        kept: list[EdgeKey] = []
+        for key in plan.create_edges:
+            source, _, target = key
+            if key not in settling and (
+                (source in in_flight and source not in creating)
+                or (target in in_flight and target not in creating)
+            ):
+                self.deferred.append((key, plan.seq))
+            else:
+                kept.append(key)
+        plan.create_edges = kept
 
     async def _plan_edges(
         self,

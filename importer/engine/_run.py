@@ -485,7 +485,7 @@ class _Run:
                 except anyio.EndOfStream:
                     break
             if chunk is None:
-                if not builder.current.is_empty():
+                if not builder.current.is_empty() or writer.resolver.deferred:
                     await self._flush(builder.take(), writer)
                 else:
                     builder.current.started = time.monotonic()
@@ -497,6 +497,10 @@ class _Run:
             if self.on_progress is not None:
                 self.on_progress(self.stats, ctx)
         if not builder.current.is_empty():
+            await self._flush(builder.take(), writer)
+        while writer.resolver.deferred:
+            # Edges are still held back: plans of their own carry them (at
+            # most HOLD_PLANS, which the last checkpoint counts on).
             await self._flush(builder.take(), writer)
 
     async def _flush(self, batch: Batch, writer: Writer) -> None:

@@ -3,11 +3,14 @@
 Rules that keep a crash harmless:
 
 * a bulk whose edges (or updates) touch items created by an earlier bulk is
-  sent only after that bulk is acknowledged;
+  sent only after that bulk is acknowledged (the resolver holds most such
+  edges back for a later bulk, so that this one need not wait);
 * a checkpoint is attached to a bulk only when every earlier bulk is
   acknowledged and every upload they carried has finished; until then it is
   carried forward (to a later bulk, or a bulk of its own once all is quiet).
-  It therefore commits together with, or after, all the data it covers.
+  It therefore commits together with, or after, all the data it covers —
+  including held-back edges: while any are held, a plan's checkpoint also
+  covers the ``HOLD_PLANS`` plans after it, one of which carries them.
 
 A checkpoint goes in a bulk of its own only if no plan takes it within
 ``checkpoint_delay`` seconds: with a steady stream the next bulk carries it,
@@ -24,7 +27,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..pod.errors import PodConflict
-from ._resolve import Plan, Resolver
+from ._resolve import HOLD_PLANS, Plan, Resolver
 from ._stats import RunStats
 
 log = logging.getLogger("importer.engine")
@@ -82,7 +85,8 @@ class Writer:
     async def submit(self, plan: Plan) -> None:
         """Queue ``plan``; returns once it is in flight (backpressure)."""
         if plan.checkpoint is not None:
-            self._carry(_Carried(plan.checkpoint, plan.seq))
+            covers = plan.seq + HOLD_PLANS if plan.defers else plan.seq
+            self._carry(_Carried(plan.checkpoint, covers))
         if not plan.has_writes() and not plan.uploads:
             self._count(plan)
             self._mark_acked(plan.seq)
@@ -234,7 +238,7 @@ class Writer:
                 async with self.resolve_lock:
                     self.resolver.optimistic = False
                     self.resolver.forget(plan)
-                    plan = await self.resolver.resolve(plan.batch)
+                    plan = await self.resolver.resolve(plan.batch, plan.carried)
         raise AssertionError("unreachable")
 
     async def _send_bulk(self, body: dict[str, Any]) -> None:

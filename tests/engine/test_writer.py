@@ -109,3 +109,69 @@ async def test_edges_from_items_this_run_created_need_no_question_to_the_pod() -
     plan = await resolver.resolve(builder.take())
     assert plan.create_edges == [(first.ensure_id(), "again", second.ensure_id())]
     assert any("[[edges]]" in flt for filters in asked for flt in filters)
+
+
+async def test_edges_to_an_unacknowledged_bulk_are_held_back_not_waited_for() -> None:
+    pod = HeldPod()
+    builder = BatchBuilder("t", {}, max_records=10, max_bytes=1 << 20)
+    resolver = Resolver(_nothing_exists, cache_size=100)
+    notes = [Note(externalId=f"n{n}") for n in range(5)]
+    ids = [note.ensure_id() for note in notes]
+
+    async def plan(n: int) -> Any:
+        builder.add(notes[n])
+        if n > 1:
+            builder.add(Edge(notes[n], "follows", notes[n - 1]))
+        builder.add(Checkpoint({"next": n}))
+        return await resolver.resolve(builder.take())
+
+    def edges_of(bulk: dict[str, Any]) -> list[tuple[str, str]]:
+        return [(e["_source"], e["_target"]) for e in bulk.get("create_edges") or []]
+
+    async with anyio.create_task_group() as tg:
+        writer = Writer(
+            pod, resolver, RunStats(), tg, account_id="acc", max_in_flight=2, upload_concurrency=1
+        )
+        await writer.submit(await plan(1))
+        with anyio.fail_after(1):
+            # Bulk 1 is unacknowledged: bulk 2 goes anyway, without its edge to note 1.
+            await writer.submit(await plan(2))
+        await anyio.sleep(0.05)
+        assert len(pod.bulks) == 2
+        assert edges_of(pod.bulks[1]) == []
+        pod.release[0].set()
+        await anyio.sleep(0.05)
+        await writer.submit(await plan(3))  # note 2 is still in flight: both edges held
+        await anyio.sleep(0.05)
+        assert edges_of(pod.bulks[2]) == []
+        assert _checkpoint_of(pod.bulks[2]) == 1  # plan 1 held nothing back
+        pod.release[1].set()
+        await anyio.sleep(0.05)
+        await writer.submit(await plan(4))
+        await anyio.sleep(0.05)
+        # Notes 1 and 2 are acknowledged: the edge between them goes now;
+        # checkpoint 2 waits for the bulk that carries it to be acknowledged.
+        assert edges_of(pod.bulks[3]) == [(ids[2], ids[1])]
+        assert _checkpoint_of(pod.bulks[3]) is None
+
+        async def release_all() -> None:
+            while True:
+                for event in pod.release:
+                    event.set()
+                await anyio.sleep(0.01)
+
+        tg.start_soon(release_all)
+        while resolver.deferred:  # as the engine does once the source ends
+            await writer.submit(await resolver.resolve(builder.take()))
+        await writer.finish()
+        tg.cancel_scope.cancel()
+
+    sent = [edge for bulk in pod.bulks for edge in edges_of(bulk)]
+    assert sorted(sent) == sorted((ids[n], ids[n - 1]) for n in (2, 3, 4))
+    # Every checkpoint comes after the edges of the notes it covers.
+    for index, bulk in enumerate(pod.bulks):
+        covered = _checkpoint_of(bulk)
+        if covered is not None:
+            earlier = {edge for b in pod.bulks[: index + 1] for edge in edges_of(b)}
+            assert {(ids[n], ids[n - 1]) for n in range(2, covered + 1)} <= earlier
+    assert _checkpoint_of(pod.bulks[-1]) == 4
