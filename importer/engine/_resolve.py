@@ -39,6 +39,7 @@ def mutable_digest(values: dict[str, Any]) -> str:
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
+_SHARED_STRINGS = 4096
 HOLD_PLANS = 2
 """An edge held back from plan ``n`` is carried by plan ``n + HOLD_PLANS`` at the latest."""
 
@@ -107,6 +108,7 @@ class Resolver:
         self._recreate: list[EdgeKey] = []
         self.waiting: dict[str, set[EdgeKey]] = {}
         """missing item id -> pending edges that wait for it."""
+        self._strings: dict[str, str] = {}
         self.deferred: list[tuple[EdgeKey, int]] = []
         """Edges held back for a later plan, with the seq of the plan they came from."""
 
@@ -342,7 +344,7 @@ class Resolver:
                 plan.create_items.append(entry.data)
                 plan.created += 1
                 creating.add(item_id)
-                self.known.put_digest(key, CREATED_HERE + digest)
+                self.known.put_digest(key, self._shared(CREATED_HERE + digest))
                 if payload is not None:
                     plan.uploads.append(payload)
                 return
@@ -353,7 +355,18 @@ class Resolver:
             plan.updated += 1
         else:
             plan.unchanged += 1
-        self.known.put(item_id, CREATED_HERE + digest if created_here else digest)
+        self.known.put(item_id, self._shared(CREATED_HERE + digest if created_here else digest))
+
+    def _shared(self, value: str) -> str:
+        """One string object per distinct digest (bounded).
+
+        Most items share a few mutable values (no flags, "seen"), so ``known``
+        then holds no string of its own per item: ~1 MiB per 20,000 messages.
+        """
+        shared = self._strings.setdefault(value, value)
+        if len(self._strings) > _SHARED_STRINGS:
+            self._strings.clear()
+        return shared
 
     def _created_here(self, item_id: str) -> bool:
         cached = self.known.get(item_id)
