@@ -485,7 +485,7 @@ class _Run:
                 except anyio.EndOfStream:
                     break
             if chunk is None:
-                if not builder.current.is_empty() or writer.resolver.deferred:
+                if not builder.current.is_empty() or writer.plans_owed():
                     await self._flush(builder.take(), writer)
                 else:
                     builder.current.started = time.monotonic()
@@ -498,9 +498,9 @@ class _Run:
                 self.on_progress(self.stats, ctx)
         if not builder.current.is_empty():
             await self._flush(builder.take(), writer)
-        while writer.resolver.deferred:
-            # Edges are still held back: plans of their own carry them (at
-            # most HOLD_PLANS, which the last checkpoint counts on).
+        while writer.plans_owed():
+            # Edges are still held back, or the last checkpoint covers plans
+            # to come: plans of no records carry them (at most HOLD_PLANS).
             await self._flush(builder.take(), writer)
 
     async def _flush(self, batch: Batch, writer: Writer) -> None:

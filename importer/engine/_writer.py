@@ -75,6 +75,7 @@ class Writer:
         self._carried: list[_Carried] = []
         self._idle = anyio.Event()
         self._in_flight = 0
+        self._last_seq = 0
         self.checkpoints_written = 0
 
     async def resolve(self, batch: Any) -> Plan:
@@ -84,6 +85,7 @@ class Writer:
 
     async def submit(self, plan: Plan) -> None:
         """Queue ``plan``; returns once it is in flight (backpressure)."""
+        self._last_seq = max(self._last_seq, plan.seq)
         if plan.checkpoint is not None:
             covers = plan.seq + HOLD_PLANS if plan.defers else plan.seq
             self._carry(_Carried(plan.checkpoint, covers))
@@ -100,6 +102,18 @@ class Writer:
         self._submitted.append(plan.seq)
         self._in_flight += 1
         self.tg.start_soon(self._run_plan, plan)
+
+    def plans_owed(self) -> bool:
+        """Whether more plans are needed for what was submitted to be all in.
+
+        True while edges are held back, or while a checkpoint covers plans
+        not made yet (those after a plan that held edges back): once the
+        source pauses or ends, plans of no records carry the one and let the
+        other become due.
+        """
+        return bool(self.resolver.deferred) or any(
+            carried.covers > self._last_seq for carried in self._carried
+        )
 
     async def finish(self) -> None:
         """Wait for everything in flight, then write the last checkpoint."""

@@ -161,7 +161,7 @@ async def test_edges_to_an_unacknowledged_bulk_are_held_back_not_waited_for() ->
                 await anyio.sleep(0.01)
 
         tg.start_soon(release_all)
-        while resolver.deferred:  # as the engine does once the source ends
+        while writer.plans_owed():  # as the engine does once the source ends
             await writer.submit(await resolver.resolve(builder.take()))
         await writer.finish()
         tg.cancel_scope.cancel()
@@ -175,3 +175,44 @@ async def test_edges_to_an_unacknowledged_bulk_are_held_back_not_waited_for() ->
             earlier = {edge for b in pod.bulks[: index + 1] for edge in edges_of(b)}
             assert {(ids[n], ids[n - 1]) for n in range(2, covered + 1)} <= earlier
     assert _checkpoint_of(pod.bulks[-1]) == 4
+
+
+async def test_the_last_checkpoint_lands_when_its_held_edges_went_with_the_next_plan() -> None:
+    pod = HeldPod()
+    builder = BatchBuilder("t", {}, max_records=10, max_bytes=1 << 20)
+    resolver = Resolver(_nothing_exists, cache_size=100)
+    first, second = Note(externalId="a"), Note(externalId="b")
+
+    async with anyio.create_task_group() as tg:
+        writer = Writer(
+            pod, resolver, RunStats(), tg, account_id="acc", max_in_flight=2, upload_concurrency=1
+        )
+        builder.add(first)
+        await writer.submit(await resolver.resolve(builder.take()))
+        builder.add(second)
+        builder.add(Edge(second, "follows", first))
+        builder.add(Checkpoint({"next": 2}))
+        await writer.submit(await resolver.resolve(builder.take()))  # the edge is held back
+        assert resolver.deferred
+
+        async def release_all() -> None:
+            while True:
+                for event in pod.release:
+                    event.set()
+                await anyio.sleep(0.01)
+
+        tg.start_soon(release_all)
+        await anyio.sleep(0.05)  # both acknowledged: the next plan carries the edge
+        while writer.plans_owed():
+            await writer.submit(await resolver.resolve(builder.take()))
+        with anyio.fail_after(5):
+            await writer.finish()
+        tg.cancel_scope.cancel()
+
+    edges = [e for bulk in pod.bulks for e in bulk.get("create_edges") or []]
+    assert [(e["_source"], e["_target"]) for e in edges] == [
+        (second.ensure_id(), first.ensure_id())
+    ]
+    # Its checkpoint covered the plan after the one that carried the edge:
+    # with nothing more to come, that plan is made (empty) and it lands.
+    assert _checkpoint_of(pod.bulks[-1]) == 2
