@@ -133,15 +133,18 @@ class Writer:
     def _eligible_checkpoint(self) -> str | None:
         """The newest checkpoint whose data is all in; it supersedes every older one.
 
+        "Newest" is by order of the plans (``_carried`` is in that order), not
+        by ``covers``: a checkpoint whose plan held edges back covers two more
+        plans, so a newer one can be due first — and then makes it obsolete.
         Newer checkpoints stay carried: with a steady stream the newest one
         always belongs to a bulk still in flight, so keeping only that one
         would delay every checkpoint to the end of the run.
         """
-        eligible = [c for c in self._carried if c.covers <= self._watermark]
-        if not eligible:
+        due = [i for i, c in enumerate(self._carried) if c.covers <= self._watermark]
+        if not due:
             return None
-        newest = max(eligible, key=lambda c: c.covers)
-        self._carried = [c for c in self._carried if c.covers > newest.covers]
+        newest = self._carried[due[-1]]
+        del self._carried[: due[-1] + 1]
         return newest.state_json
 
     async def _wait_acked(self, seq: int) -> None:
@@ -245,7 +248,8 @@ class Writer:
                 # applied and its answer lost): ask the Pod again and resend
                 # only what is still missing.
                 if state is not None:
-                    self._carry(_Carried(state, self._watermark))
+                    # Older than every checkpoint still carried: first in line.
+                    self._carried.insert(0, _Carried(state, self._watermark))
                 if attempt == _MAX_CONFLICT_RETRIES:
                     raise
                 log.info("bulk %d conflicted with the Pod; re-checking and resending", plan.seq)

@@ -216,3 +216,52 @@ async def test_the_last_checkpoint_lands_when_its_held_edges_went_with_the_next_
     # Its checkpoint covered the plan after the one that carried the edge:
     # with nothing more to come, that plan is made (empty) and it lands.
     assert _checkpoint_of(pod.bulks[-1]) == 2
+
+
+async def test_checkpoints_never_go_back_when_a_newer_one_is_due_first() -> None:
+    pod = HeldPod()
+    builder = BatchBuilder("t", {}, max_records=10, max_bytes=1 << 20)
+    resolver = Resolver(_nothing_exists, cache_size=100)
+    notes = [Note(externalId=f"n{n}") for n in range(3)]
+
+    async with anyio.create_task_group() as tg:
+        writer = Writer(
+            pod,
+            resolver,
+            RunStats(),
+            tg,
+            account_id="acc",
+            max_in_flight=2,
+            upload_concurrency=1,
+            checkpoint_delay=0.01,
+        )
+        builder.add(notes[0])
+        await writer.submit(await resolver.resolve(builder.take()))
+        builder.add(notes[1])
+        builder.add(Edge(notes[1], "follows", notes[0]))  # held: note 0 is in flight
+        builder.add(Checkpoint({"next": 1}))
+        await writer.submit(await resolver.resolve(builder.take()))
+
+        async def release_all() -> None:
+            while True:
+                for event in pod.release:
+                    event.set()
+                await anyio.sleep(0.01)
+
+        tg.start_soon(release_all)
+        await anyio.sleep(0.05)
+        # The next plan carries the held edge and holds nothing back: its
+        # checkpoint is due before the older one (which covers two more plans).
+        builder.add(notes[2])
+        builder.add(Checkpoint({"next": 2}))
+        await writer.submit(await resolver.resolve(builder.take()))
+        await anyio.sleep(0.1)
+        while writer.plans_owed():
+            await writer.submit(await resolver.resolve(builder.take()))
+        with anyio.fail_after(5):
+            await writer.finish()
+        tg.cancel_scope.cancel()
+
+    written = [c for c in map(_checkpoint_of, pod.bulks) if c is not None]
+    assert written == sorted(written)
+    assert written[-1] == 2
