@@ -144,6 +144,16 @@ async def assert_equals_reference(
     assert not landed.of_type("PendingEdge"), "pending edges left although every message landed"
 
 
+def _kill_delay(rng: random.Random, idle: float, work: float) -> float:
+    """When to kill: from just before a run starts working to about the end of its work.
+
+    Kills land in start-up, fetches, bulks, checkpoint writes and uploads.  A
+    run's work is short next to its start-up and wind-down, so the window
+    ends before the wind-down: a kill after it would find the run gone.
+    """
+    return rng.uniform(idle * 0.6, idle * 0.8 + work * 0.8)
+
+
 @pytest.mark.slow
 async def test_sigkilled_imap_imports_end_with_exactly_the_mailbox(
     dovecot: DovecotServer, tmp_path: Path
@@ -169,13 +179,7 @@ async def test_sigkilled_imap_imports_end_with_exactly_the_mailbox(
     for trial in range(IMPORTER_KILLS):
         if not mailbox.beyond(reached) and (first := next(waves, None)) is not None:
             mailbox.deliver(range(first, min(count, first + wave)))
-        # From just before a run starts working to about the end of what it has
-        # to do: kills land in startup, fetches, bulks, checkpoint writes and uploads.
-        # (A run's work is short next to its start-up and wind-down, so the
-        # window ends before the wind-down: a kill after it would find the run
-        # gone.)
-        work = per_message * mailbox.beyond(reached)
-        delay = rng.uniform(idle * 0.6, idle * 0.8 + work * 0.8)
+        delay = _kill_delay(rng, idle, per_message * mailbox.beyond(reached))
         proc = start(mailbox.run_args(), env, home / "run.log")
         await anyio.sleep(delay)
         killed = sigkill(proc)
@@ -208,6 +212,7 @@ async def test_sigkilled_pod_server_ends_with_exactly_the_mailbox(
     _, clean, idle = await reference_import(mailbox_of(dovecot, corpus), tmp_path / "timing")
     report(f"pod crash: {count} messages, clean run {clean:.1f}s, idle run {idle:.1f}s")
     # As above: half the mail first, a wave of new mail whenever all is checkpointed.
+    per_message = (clean - idle) / count
     wave = max(1, count // 10)
     mailbox = mailbox_of(dovecot, corpus, count // 2)
     waves = iter(range(count // 2, count, wave))
@@ -231,7 +236,7 @@ async def test_sigkilled_pod_server_ends_with_exactly_the_mailbox(
             if not mailbox.beyond(reached) and (first := next(waves, None)) is not None:
                 mailbox.deliver(range(first, min(count, first + wave)))
             proc = start(mailbox.run_args(), env, home / "run.log")
-            delay = rng.uniform(idle * 0.7, idle + clean * mailbox.beyond(reached) / count * 0.7)
+            delay = _kill_delay(rng, idle, per_message * mailbox.beyond(reached))
             await anyio.sleep(delay)
             killed = server.kill()
             kills += killed
