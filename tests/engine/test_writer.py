@@ -29,6 +29,13 @@ class HeldPod:
         self.release.append(event)
         await event.wait()
 
+    async def release_all(self) -> None:
+        """Acknowledge every bulk, now and as they come (until cancelled)."""
+        while True:
+            for event in self.release:
+                event.set()
+            await anyio.sleep(0.01)
+
 
 def _checkpoint_of(bulk: dict[str, Any]) -> int | None:
     for update in bulk.get("update_items") or []:
@@ -154,13 +161,7 @@ async def test_edges_to_an_unacknowledged_bulk_are_held_back_not_waited_for() ->
         assert edges_of(pod.bulks[3]) == [(ids[2], ids[1])]
         assert _checkpoint_of(pod.bulks[3]) is None
 
-        async def release_all() -> None:
-            while True:
-                for event in pod.release:
-                    event.set()
-                await anyio.sleep(0.01)
-
-        tg.start_soon(release_all)
+        tg.start_soon(pod.release_all)
         while writer.plans_owed():  # as the engine does once the source ends
             await writer.submit(await resolver.resolve(builder.take()))
         await writer.finish()
@@ -195,13 +196,7 @@ async def test_the_last_checkpoint_lands_when_its_held_edges_went_with_the_next_
         await writer.submit(await resolver.resolve(builder.take()))  # the edge is held back
         assert resolver.deferred
 
-        async def release_all() -> None:
-            while True:
-                for event in pod.release:
-                    event.set()
-                await anyio.sleep(0.01)
-
-        tg.start_soon(release_all)
+        tg.start_soon(pod.release_all)
         await anyio.sleep(0.05)  # both acknowledged: the next plan carries the edge
         while writer.plans_owed():
             await writer.submit(await resolver.resolve(builder.take()))
@@ -242,13 +237,7 @@ async def test_checkpoints_never_go_back_when_a_newer_one_is_due_first() -> None
         builder.add(Checkpoint({"next": 1}))
         await writer.submit(await resolver.resolve(builder.take()))
 
-        async def release_all() -> None:
-            while True:
-                for event in pod.release:
-                    event.set()
-                await anyio.sleep(0.01)
-
-        tg.start_soon(release_all)
+        tg.start_soon(pod.release_all)
         await anyio.sleep(0.05)
         # The next plan carries the held edge and holds nothing back: its
         # checkpoint is due before the older one (which covers two more plans).
