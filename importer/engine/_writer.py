@@ -88,7 +88,7 @@ class Writer:
         self._last_seq = max(self._last_seq, plan.seq)
         if plan.checkpoint is not None:
             covers = plan.seq + HOLD_PLANS if plan.defers else plan.seq
-            self._carry(_Carried(plan.checkpoint, covers))
+            self._carried.append(_Carried(plan.checkpoint, covers))
         if not plan.has_writes() and not plan.uploads:
             self._count(plan)
             self._mark_acked(plan.seq)
@@ -126,9 +126,6 @@ class Writer:
         await self._maybe_flush_checkpoint()
 
     # -- internals -----------------------------------------------------------
-
-    def _carry(self, carried: _Carried) -> None:
-        self._carried.append(carried)
 
     def _eligible_checkpoint(self) -> str | None:
         """The newest checkpoint whose data is all in; it supersedes every older one.

@@ -38,7 +38,6 @@ WHOLE_SIZE = 4 * 1024 * 1024
 """A file up to this size is read in one worker-thread hop and sent as one body."""
 CHUNK_SIZE = 1024 * 1024
 """A bigger file is read and sent in chunks of this size: memory stays small."""
-"""Bytes per file read (and so per request body chunk)."""
 _HASH_IN_THREAD_ABOVE = 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
