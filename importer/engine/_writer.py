@@ -12,6 +12,10 @@ Rules that keep a crash harmless:
   including held-back edges: while any are held, a plan's checkpoint also
   covers the ``HOLD_PLANS`` plans after it, one of which carries them.
 
+At most one unacknowledged bulk carries a checkpoint: two could commit in
+either order (the Pod takes concurrent requests in no set order) and leave
+the older checkpoint on the Account.
+
 A checkpoint goes in a bulk of its own only if no plan takes it within
 ``checkpoint_delay`` seconds: with a steady stream the next bulk carries it,
 and the Pod is spared a transaction (and an fsync) per bulk.
@@ -77,6 +81,8 @@ class Writer:
         self._in_flight = 0
         self._last_seq = 0
         self.checkpoints_written = 0
+        self._checkpoint_unacked = False
+        """A bulk carrying a checkpoint is on its way to the Pod."""
 
     async def resolve(self, batch: Any) -> Plan:
         async with self.resolve_lock:
@@ -126,6 +132,21 @@ class Writer:
         await self._maybe_flush_checkpoint()
 
     # -- internals -----------------------------------------------------------
+
+    def _take_checkpoint(self) -> str | None:
+        """The checkpoint for the bulk about to be sent, unless one is unacknowledged.
+
+        The caller calls :meth:`_checkpoint_done` once that bulk is answered.
+        """
+        if self.dry_run or self._checkpoint_unacked:
+            return None
+        state = self._eligible_checkpoint()
+        self._checkpoint_unacked = state is not None
+        return state
+
+    def _checkpoint_done(self, state: str | None) -> None:
+        if state is not None:
+            self._checkpoint_unacked = False
 
     def _eligible_checkpoint(self) -> str | None:
         """The newest checkpoint whose data is all in; it supersedes every older one.
@@ -183,10 +204,13 @@ class Writer:
     async def _maybe_flush_checkpoint(self) -> None:
         if self._in_flight or self.dry_run:
             return
-        state = self._eligible_checkpoint()
+        state = self._take_checkpoint()
         if state is None:
             return
-        await self._send_bulk({"updateItems": [self._checkpoint_update(state)]})
+        try:
+            await self._send_bulk({"updateItems": [self._checkpoint_update(state)]})
+        finally:
+            self._checkpoint_done(state)
         self.checkpoints_written += 1
 
     def _checkpoint_update(self, state: str) -> dict[str, Any]:
@@ -223,7 +247,7 @@ class Writer:
             if plan.create_items:
                 body["createItems"] = plan.create_items
             updates = list(plan.update_items)
-            state = self._eligible_checkpoint() if not self.dry_run else None
+            state = self._take_checkpoint()
             if state is not None:
                 updates.append(self._checkpoint_update(state))
             if updates:
@@ -235,8 +259,11 @@ class Writer:
                     {"_source": s, "_name": n, "_target": t} for s, n, t in plan.create_edges
                 ]
             try:
-                if body and not self.dry_run:
-                    await self._send_bulk(body)
+                try:
+                    if body and not self.dry_run:
+                        await self._send_bulk(body)
+                finally:
+                    self._checkpoint_done(state)
                 if state is not None:
                     self.checkpoints_written += 1
                 return plan

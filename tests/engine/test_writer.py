@@ -254,3 +254,53 @@ async def test_checkpoints_never_go_back_when_a_newer_one_is_due_first() -> None
     written = [c for c in map(_checkpoint_of, pod.bulks) if c is not None]
     assert written == sorted(written)
     assert written[-1] == 2
+
+
+async def test_only_one_unacknowledged_bulk_carries_a_checkpoint() -> None:
+    # Two bulks with checkpoints in flight together could commit in either
+    # order and leave the older checkpoint on the Account.
+    pod = HeldPod()
+    builder = BatchBuilder("t", {}, max_records=10, max_bytes=1 << 20)
+    resolver = Resolver(_nothing_exists, cache_size=100)
+
+    async def plan(n: int) -> Any:
+        builder.add(Note(externalId=f"n{n}"))
+        builder.add(Checkpoint({"next": n}))
+        return await resolver.resolve(builder.take())
+
+    async with anyio.create_task_group() as tg:
+        writer = Writer(
+            pod,
+            resolver,
+            RunStats(),
+            tg,
+            account_id="acc",
+            max_in_flight=4,
+            upload_concurrency=1,
+            checkpoint_delay=60,
+        )
+        await writer.submit(await plan(1))
+        await writer.submit(await plan(2))
+        await anyio.sleep(0.05)
+        pod.release[0].set()  # checkpoint 1 is due
+        await anyio.sleep(0.05)
+        await writer.submit(await plan(3))
+        await anyio.sleep(0.05)
+        assert _checkpoint_of(pod.bulks[2]) == 1  # and stays unacknowledged
+        pod.release[1].set()  # checkpoint 2 is due too
+        await anyio.sleep(0.05)
+        await writer.submit(await plan(4))
+        await anyio.sleep(0.05)
+        assert _checkpoint_of(pod.bulks[3]) is None
+        pod.release[2].set()  # checkpoint 1 acknowledged: the next bulk may carry one
+        await anyio.sleep(0.05)
+        await writer.submit(await plan(5))
+        await anyio.sleep(0.05)
+        assert _checkpoint_of(pod.bulks[4]) == 3  # the newest due
+        tg.start_soon(pod.release_all)
+        with anyio.fail_after(5):
+            await writer.finish()
+        tg.cancel_scope.cancel()
+
+    written = [c for c in map(_checkpoint_of, pod.bulks) if c is not None]
+    assert written == sorted(written) and written[-1] == 5
