@@ -41,6 +41,34 @@ Item = dict[str, Any]
 
 _MAX_ERROR_BODY = 16 * 1024
 _DEFAULT_RETRY = RetryPolicy()  # frozen, so sharing it is safe
+
+
+class _NoCookies(httpx.Cookies):
+    """A cookie store that keeps nothing: the Pod API has no cookies."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _CookielessClient(httpx.AsyncClient):
+    """httpx's client without cookie handling.
+
+    httpx reads every response's headers for cookies through ``urllib``'s
+    request model (~25 µs a request); uploads of small files are thousands
+    of requests whose cost is mostly such overhead.
+    """
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        if cookies:
+            raise ValueError("the Pod client sends no cookies")
+
+
+_NO_COOKIES = _NoCookies()
 _UPLOAD_SEGMENT = re.compile(r"(/upload_file(?:_b)?/)[^/?#]+")
 
 
@@ -142,7 +170,7 @@ class PodClient:
         self._secrets = tuple(s for s in (*auth.secret_strings(), owner_key) if s)
         self._slots = anyio.Semaphore(max_concurrency)
         self._data_urls: dict[str, httpx.URL] = {}
-        self._http = httpx.AsyncClient(
+        self._http = _CookielessClient(
             base_url=self.base_url,
             transport=transport,
             timeout=httpx.Timeout(timeout),
@@ -499,7 +527,9 @@ class PodClient:
             try:
                 await self._request(
                     "POST",
-                    f"/v4/{self.owner_key}/{self.auth.upload_path(source.sha256)}",
+                    httpx.URL(
+                        f"{self.base_url}/v4/{self.owner_key}/{self.auth.upload_path(source.sha256)}"
+                    ),
                     what="upload_file",
                     on_ok=_discard,
                     body=source.body,
