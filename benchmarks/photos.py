@@ -8,7 +8,9 @@ Measured in the same run:
 * the floor: every file hashed (sha256) and thumbnailed (Pillow, reduced
   JPEG decoding, 256 px JPEG) with the same number of threads as the
   importer (and with one, for reference), nothing stored;
-* a re-run on the unchanged folder;
+* the import; floor and import run twice, taking turns, and each keeps its
+  faster run;
+* a re-run on the unchanged folder (after the kept import);
 * the importer's peak RSS importing 500 photos of 20 megapixels.
 
 CPU seconds (user + system, all threads) are printed next to the wall times:
@@ -209,9 +211,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.sync()
         floor(mixed, _WORKERS)
         floor_one, floor_one_cpu = _timed_floor(mixed, 1)
-        floor_many, floor_many_cpu = _timed_floor(mixed, _WORKERS)
-        first, first_cpu = _timed_import(mixed, root / "pod-mixed")
-        rerun, rerun_cpu = _timed_import(mixed, root / "pod-mixed")
+        # Floor and import run twice, taking turns, and each keeps its faster
+        # run: this machine has slower and faster minutes.
+        floors = []
+        imports = []
+        for turn in range(2):
+            floors.append(_timed_floor(mixed, _WORKERS))
+            imports.append((*_timed_import(mixed, root / f"pod-mixed-{turn}"), turn))
+        floor_many, floor_many_cpu = min(floors)
+        first, first_cpu, kept = min(imports, key=lambda run: run[0].seconds)
+        rerun, rerun_cpu = _timed_import(mixed, root / f"pod-mixed-{kept}")
         startup = run_child([sys.executable, "-m", "importer", "--version"], env=child_env())
         large_run, large_cpu = _timed_import(large, root / "pod-20mp")
 
