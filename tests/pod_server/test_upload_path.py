@@ -7,6 +7,8 @@ import fcntl
 import hashlib
 import os
 import secrets
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,10 @@ import httpx
 import pytest
 
 from importer.pod.local import _files, create_app
-from importer.pod.local._files import FileStore
+from importer.pod.local._db import create_database
+from importer.pod.local._errors import PodHTTPError
+from importer.pod.local._files import BlobWriter, FileStore
+from importer.pod.local._store import Store
 
 MiB = 1 << 20
 SIZES = [0, 1, 15, 16, 4095, 4096, 4097, 70_000, MiB - 1, MiB, MiB + 4097, 3 * MiB + 12_345]
@@ -297,3 +302,133 @@ async def test_an_upload_replaces_a_torn_leftover_of_its_content(tmp_path: Path)
         assert (await pod.download(sha)).content == data
 
     await _with_pod(tmp_path, test)
+
+
+# -- group commit ---------------------------------------------------------------------
+
+
+class _Counted:
+    """Counts calls of a store's transactions and directory flushes."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.transactions = 0
+        self.flushes = 0
+        transaction, flush = store._transaction, store.files.flush_names
+
+        def counted_transaction() -> Any:
+            self.transactions += 1
+            return transaction()
+
+        def counted_flush() -> None:
+            self.flushes += 1
+            flush()
+
+        monkeypatch.setattr(store, "_transaction", counted_transaction)
+        monkeypatch.setattr(store.files, "flush_names", counted_flush)
+
+
+def _open_store(tmp_path: Path) -> Store:
+    key = secrets.token_hex(32)
+    create_database(tmp_path / "owner", key)
+    return Store.open(tmp_path / "owner", key)
+
+
+def _announce(store: Store, *contents: bytes) -> None:
+    items = [{"type": "File", "sha256": hashlib.sha256(c).hexdigest()} for c in contents]
+    store.bulk({"createItems": items})
+
+
+def _sealed(store: Store, content: bytes) -> tuple[str, BlobWriter]:
+    writer = store.files.writer(1 << 30)
+    writer.write(content)
+    sha = writer.finish()
+    writer.place(sha)
+    return sha, writer
+
+
+def _store_together(store: Store, uploads: list[tuple[str, BlobWriter]]) -> list[Any]:
+    """``store_blob`` for each upload in a thread of its own, all queued before any runs.
+
+    The test holds the store's lock until every upload waits for it, so the
+    first to take it finds them all queued.  Each upload's outcome: None or
+    the exception it raised.
+    """
+    outcomes: list[Any] = [None] * len(uploads)
+
+    def store_one(index: int) -> None:
+        sha, writer = uploads[index]
+        try:
+            store.store_blob(sha, writer)
+        except Exception as exc:
+            outcomes[index] = exc
+        finally:
+            writer.discard()
+
+    threads = [threading.Thread(target=store_one, args=(i,)) for i in range(len(uploads))]
+    with store._lock:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(store._queued) < len(uploads):
+            assert time.monotonic() < deadline, "the uploads never queued"
+            time.sleep(0.001)
+    for thread in threads:
+        thread.join(10)
+    return outcomes
+
+
+def _readable(store: Store, content: bytes) -> bool:
+    found = store.blob_key(hashlib.sha256(content).hexdigest())
+    if found is None:
+        return False
+    key, nonce, _ = found
+    return b"".join(store.files.open(hashlib.sha256(content).hexdigest(), key, nonce)) == content
+
+
+def test_uploads_that_finish_together_share_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _open_store(tmp_path)
+    try:
+        first, second, third, unannounced = (os.urandom(5000 + i) for i in range(4))
+        _announce(store, first, second, third)
+        counted = _Counted(store, monkeypatch)
+        uploads = [_sealed(store, c) for c in (first, second, unannounced, third)]
+        uploads.append(_sealed(store, first))  # the same content again: the name is taken
+        outcomes = _store_together(store, uploads)
+        assert outcomes[:2] == [None, None] and outcomes[3] is None
+        assert isinstance(outcomes[2], PodHTTPError) and outcomes[2].status == 404
+        assert isinstance(outcomes[4], PodHTTPError) and outcomes[4].status == 409
+        assert (counted.transactions, counted.flushes) == (1, 1)
+        assert all(_readable(store, c) for c in (first, second, third))
+        assert not _readable(store, unannounced)
+        files = sorted(p.name for p in store.files.root.iterdir() if p.is_file())
+        assert hashlib.sha256(unannounced).hexdigest() in files  # placed, then refused: a leftover
+        assert _leftovers(store.files) == []
+    finally:
+        store.close()
+
+
+def test_a_failing_upload_in_a_group_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _open_store(tmp_path)
+    try:
+        contents = [os.urandom(3000 + i) for i in range(3)]
+        _announce(store, *contents)
+        counted = _Counted(store, monkeypatch)
+        uploads = [_sealed(store, c) for c in contents]
+        broken = uploads[1][1]
+
+        def disk_error(sha256: str) -> None:
+            raise OSError(errno.EIO, "I/O error")
+
+        monkeypatch.setattr(broken, "commit", disk_error)
+        outcomes = _store_together(store, uploads)
+        assert outcomes[0] is None and outcomes[2] is None
+        assert isinstance(outcomes[1], OSError)
+        assert counted.transactions == 1 + 3  # the group's, rolled back; then one each
+        assert _readable(store, contents[0]) and _readable(store, contents[2])
+        assert not _readable(store, contents[1])
+    finally:
+        store.close()

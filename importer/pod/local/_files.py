@@ -15,14 +15,15 @@ rarely read back soon), which costs far less CPU; elsewhere the same writes
 go through the page cache.
 
 The final name is taken in two steps so the store's lock is held briefly:
-:meth:`BlobWriter.place` hard-links the sealed file to its name (and flushes
-the directory) *before* the lock, which succeeds whenever no file of that name
-exists; :meth:`BlobWriter.commit`, under the lock, then has nothing left to
-do.  Only if the name is taken (a leftover of a crash, or the same content
-uploaded at the same time) does ``commit`` replace it under the lock, as the
-database decides.  A placed file whose row is then refused stays behind as an
-unknown file, like a crash leftover, and the next upload of that content
-replaces it.
+:meth:`BlobWriter.place` hard-links the sealed file to its name *before* the
+lock, which succeeds whenever no file of that name exists; the store then
+flushes the directory (:meth:`FileStore.flush_names`, once for all the
+contents it records together) before their rows commit, and
+:meth:`BlobWriter.commit`, under the lock, has nothing left to do.  Only if
+the name is taken (a leftover of a crash, or the same content uploaded at the
+same time) does ``commit`` replace it under the lock, as the database decides.
+A placed file whose row is then refused stays behind as an unknown file, like
+a crash leftover, and the next upload of that content replaces it.
 """
 
 from __future__ import annotations
@@ -159,7 +160,6 @@ class BlobWriter:
         self.tmp_path = store.tmp_dir / f"{material[44:].hex()}.part"
         self._sink = _Sink(self.tmp_path, store.take_buffer())
         self._placed: Path | None = None
-        self._committed = False
         self._done = False
 
     def __repr__(self) -> str:
@@ -194,28 +194,37 @@ class BlobWriter:
         self._release()
         return self._hash.hexdigest()
 
+    @property
+    def placed(self) -> bool:
+        """The content has its final name (flushed by :meth:`FileStore.flush_names`)."""
+        return self._placed is not None
+
     def place(self, sha256: str) -> None:
         """Give the sealed content its final name now, if that name is free.
 
         Called after :meth:`finish` and before the store's lock; see the
-        module notes.  Where hard links are not supported, :meth:`commit`
-        does the work instead.
+        module notes.  The name is durable once :meth:`FileStore.flush_names`
+        has run.  Where hard links are not supported, :meth:`commit` does the
+        work instead.
         """
         final = self._store.path(sha256)
         try:
             os.link(self.tmp_path, final)
         except OSError:  # the name is taken, or no hard links here
             return
-        _fsync_dir(final.parent)
         self._placed = final
 
     def commit(self, sha256: str) -> None:
-        """Make the sealed content the one stored under ``sha256`` (under the store's lock)."""
+        """Make the sealed content the one stored under ``sha256`` (under the store's lock).
+
+        Idempotent: a second call (the transaction that recorded the first
+        was rolled back) finds the content in place.
+        """
         final = self._store.path(sha256)
         if self._placed != final:
             os.replace(self.tmp_path, final)
             _fsync_dir(final.parent)
-        self._committed = True
+            self._placed = final
 
     def discard(self) -> None:
         """Drop the temporary name (idempotent); the content too unless committed or placed."""
@@ -223,9 +232,7 @@ class BlobWriter:
             return
         self._done = True
         self._release()
-        if self._placed is None and self._committed:
-            return  # renamed: the temporary name is gone already
-        self.tmp_path.unlink(missing_ok=True)
+        self.tmp_path.unlink(missing_ok=True)  # gone already if commit renamed it
 
     def _release(self) -> None:
         """Close the file and hand the buffer back (idempotent)."""
@@ -246,6 +253,10 @@ class FileStore:
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256
+
+    def flush_names(self) -> None:
+        """Make every name :meth:`BlobWriter.place` gave so far durable (one directory fsync)."""
+        _fsync_dir(self.root)
 
     def writer(self, max_bytes: int) -> BlobWriter:
         if not self._ready:

@@ -87,6 +87,18 @@ class _Row:
     props: dict[str, Any]
 
 
+@dataclass(slots=True)
+class _Upload:
+    """Uploaded content waiting for its row; the flags change under the store's lock."""
+
+    sha256: str
+    writer: BlobWriter
+    taken: bool = False
+    """A group took it: recorded, refused, or (its transaction failed) neither."""
+    recorded: bool = False
+    refused: PodHTTPError | None = None
+
+
 class Store:
     """The open database of one owner (see the module docstring)."""
 
@@ -94,6 +106,9 @@ class Store:
         self.conn = conn
         self.files = FileStore(owner_dir / "files")
         self._lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queued: list[_Upload] = []
+        """Uploads waiting for their rows (see :meth:`store_blob`)."""
         self._closed = False
         self._rid_cache: dict[str, int] = {}
         self._name_ids: dict[str, int] = dict(conn.execute("SELECT name, id FROM edge_names"))
@@ -149,32 +164,35 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[Transaction]:
-        with self._locked():
-            self.conn.execute("BEGIN IMMEDIATE")
-            tx = Transaction(self.conn, self.schema, self.last_ts, self.edge_seq)
-            try:
-                yield tx
-                if tx.stamp is not None:
-                    self.conn.execute(
-                        "UPDATE meta SET value = ? WHERE key = 'last_ts'", (tx.stamp,)
-                    )
-                if tx.edge_seq != self.edge_seq:
-                    self.conn.execute(
-                        "UPDATE meta SET value = ? WHERE key = 'edge_seq'", (tx.edge_seq,)
-                    )
-                self.conn.execute("COMMIT")
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
+        with self._locked(), self._transaction() as tx:
+            yield tx
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Transaction]:
+        """One atomic write; the caller holds the store's lock."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        tx = Transaction(self.conn, self.schema, self.last_ts, self.edge_seq)
+        try:
+            yield tx
             if tx.stamp is not None:
-                self.last_ts = tx.stamp
-            self.edge_seq = tx.edge_seq
-            if tx.pending is not None:
-                self.schema = tx.pending
-            if tx.learned:
-                self._cache_rids(tx.learned)
-            self._name_ids.update(tx.edge_names)
+                self.conn.execute("UPDATE meta SET value = ? WHERE key = 'last_ts'", (tx.stamp,))
+            if tx.edge_seq != self.edge_seq:
+                self.conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'edge_seq'", (tx.edge_seq,)
+                )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        if tx.stamp is not None:
+            self.last_ts = tx.stamp
+        self.edge_seq = tx.edge_seq
+        if tx.pending is not None:
+            self.schema = tx.pending
+        if tx.learned:
+            self._cache_rids(tx.learned)
+        self._name_ids.update(tx.edge_names)
 
     # -- items ------------------------------------------------------------------
 
@@ -636,26 +654,71 @@ class Store:
             self._check_upload(sha256)
 
     def store_blob(self, sha256: str, writer: BlobWriter) -> None:
-        """Keep uploaded content; key and nonce go to the blob table and File items."""
+        """Keep uploaded content; key and nonce go to the blob table and File items.
+
+        Group commit: uploads that finish while the store is busy (another
+        upload's row committing, a bulk) queue up, and whichever of them
+        takes the store's lock first records them all in one transaction
+        after one flush of the files directory — one directory fsync and
+        one WAL fsync for the group instead of one each.  Each upload still
+        gets its own answer (a 409 or 404 refuses that upload only); if the
+        group's transaction fails, each is recorded, or fails, on its own.
+        """
+        upload = _Upload(sha256, writer)
+        with self._queue_lock:
+            self._queued.append(upload)
+        with self._locked():
+            if not upload.taken:
+                with self._queue_lock:
+                    group, self._queued = self._queued, []
+                self._record_group(group)
+            if upload.refused is not None:
+                raise upload.refused
+            if not upload.recorded:  # its group's transaction failed
+                if writer.placed:
+                    self.files.flush_names()
+                with self._transaction() as tx:
+                    self._record_upload(tx, upload)
+
+    def _record_group(self, group: list[_Upload]) -> None:
+        for upload in group:
+            upload.taken = True
+        try:
+            if any(upload.writer.placed for upload in group):
+                self.files.flush_names()
+            with self._transaction() as tx:
+                for upload in group:
+                    try:
+                        self._record_upload(tx, upload)
+                    except PodHTTPError as error:
+                        upload.refused = error
+        except Exception:
+            for upload in group:
+                upload.refused = None  # each tries again on its own
+            return
+        for upload in group:
+            upload.recorded = upload.refused is None
+
+    def _record_upload(self, tx: Transaction, upload: _Upload) -> None:
+        sha256, writer = upload.sha256, upload.writer
+        self._check_upload(sha256)
+        # Content first, then its row: a crash in between leaves an unknown
+        # file that the next upload of the same content replaces.
+        writer.commit(sha256)
         keystr, nonce = writer.key.hex(), writer.nonce.hex()
-        with self._write() as tx:
-            self._check_upload(sha256)
-            # Content first, then its row: a crash in between leaves an unknown
-            # file that the next upload of the same content replaces.
-            writer.commit(sha256)
-            tx.conn.execute(
-                "INSERT INTO blobs (sha256, keystr, nonce, size) VALUES (?, ?, ?, ?)",
-                (sha256, keystr, nonce, writer.size),
-            )
-            ts = tx.ts()
-            updates = []
-            for rid, props in tx.conn.execute(_FILE_BY_SHA, (sha256,)).fetchall():
-                values = orjson.loads(props)
-                values["keystr"], values["nonce"] = keystr, nonce
-                updates.append((ts, dumps(values), rid))
-            tx.conn.executemany(
-                "UPDATE items SET dateServerModified = ?, props = ? WHERE rid = ?", updates
-            )
+        tx.conn.execute(
+            "INSERT INTO blobs (sha256, keystr, nonce, size) VALUES (?, ?, ?, ?)",
+            (sha256, keystr, nonce, writer.size),
+        )
+        ts = tx.ts()
+        updates = []
+        for rid, props in tx.conn.execute(_FILE_BY_SHA, (sha256,)).fetchall():
+            values = orjson.loads(props)
+            values["keystr"], values["nonce"] = keystr, nonce
+            updates.append((ts, dumps(values), rid))
+        tx.conn.executemany(
+            "UPDATE items SET dateServerModified = ?, props = ? WHERE rid = ?", updates
+        )
 
     def blob_key(self, sha256: str) -> tuple[bytes, bytes, int] | None:
         """Key, nonce and size of stored content, or None if it is not stored."""
