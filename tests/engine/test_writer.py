@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from importer import Checkpoint, Edge
 from importer.engine._batch import BatchBuilder
@@ -48,20 +49,38 @@ async def _nothing_exists(filters: list[dict[str, Any]]) -> list[list[dict[str, 
     return [[] for _ in filters]
 
 
+class _NotePlans:
+    """``await plan(n)``: the plan of one Note and the checkpoint ``{"next": n}``."""
+
+    def __init__(self) -> None:
+        self.builder = BatchBuilder("t", {}, max_records=10, max_bytes=1 << 20)
+        self.resolver = Resolver(_nothing_exists, cache_size=100)
+
+    async def __call__(self, n: int) -> Any:
+        self.builder.add(Note(externalId=f"n{n}"))
+        self.builder.add(Checkpoint({"next": n}))
+        return await self.resolver.resolve(self.builder.take())
+
+    def writer(self, pod: HeldPod, tg: TaskGroup, **settings: Any) -> Writer:
+        """A writer of these plans: up to four bulks in flight."""
+        return Writer(
+            pod,
+            self.resolver,
+            RunStats(),
+            tg,
+            account_id="acc",
+            max_in_flight=4,
+            upload_concurrency=1,
+            **settings,
+        )
+
+
 async def test_a_checkpoint_lands_once_its_bulk_is_acknowledged_although_newer_ones_wait() -> None:
     pod = HeldPod()
-    builder = BatchBuilder("t", {}, max_records=10, max_bytes=1 << 20)
-    resolver = Resolver(_nothing_exists, cache_size=100)
-
-    async def plan(n: int) -> Any:
-        builder.add(Note(externalId=f"n{n}"))
-        builder.add(Checkpoint({"next": n}))
-        return await resolver.resolve(builder.take())
+    plan = _NotePlans()
 
     async with anyio.create_task_group() as tg:
-        writer = Writer(
-            pod, resolver, RunStats(), tg, account_id="acc", max_in_flight=4, upload_concurrency=1
-        )
+        writer = plan.writer(pod, tg)
         await writer.submit(await plan(1))
         await writer.submit(await plan(2))
         await anyio.sleep(0.05)
@@ -260,25 +279,10 @@ async def test_only_one_unacknowledged_bulk_carries_a_checkpoint() -> None:
     # Two bulks with checkpoints in flight together could commit in either
     # order and leave the older checkpoint on the Account.
     pod = HeldPod()
-    builder = BatchBuilder("t", {}, max_records=10, max_bytes=1 << 20)
-    resolver = Resolver(_nothing_exists, cache_size=100)
-
-    async def plan(n: int) -> Any:
-        builder.add(Note(externalId=f"n{n}"))
-        builder.add(Checkpoint({"next": n}))
-        return await resolver.resolve(builder.take())
+    plan = _NotePlans()
 
     async with anyio.create_task_group() as tg:
-        writer = Writer(
-            pod,
-            resolver,
-            RunStats(),
-            tg,
-            account_id="acc",
-            max_in_flight=4,
-            upload_concurrency=1,
-            checkpoint_delay=60,
-        )
+        writer = plan.writer(pod, tg, checkpoint_delay=60)
         await writer.submit(await plan(1))
         await writer.submit(await plan(2))
         await anyio.sleep(0.05)

@@ -378,11 +378,12 @@ def _store_together(store: Store, uploads: list[tuple[str, BlobWriter]]) -> list
 
 
 def _readable(store: Store, content: bytes) -> bool:
-    found = store.blob_key(hashlib.sha256(content).hexdigest())
+    sha = hashlib.sha256(content).hexdigest()
+    found = store.blob_key(sha)
     if found is None:
         return False
     key, nonce, _ = found
-    return b"".join(store.files.open(hashlib.sha256(content).hexdigest(), key, nonce)) == content
+    return b"".join(store.files.open(sha, key, nonce)) == content
 
 
 def test_uploads_that_finish_together_share_one_transaction(
