@@ -35,6 +35,7 @@ from ._db import DB_NAME, UnknownFormat, connect
 from ._errors import PodHTTPError, bad_request, conflict, not_found, shown
 from ._files import BlobWriter, FileStore
 from ._items import check_id, dumps, prepare_new_items, undeclared
+from ._rows import insert_rows
 from ._schema import SCHEMA_ITEM_TYPE, Schema, builtin_declarations, check_name, check_value
 from ._search import ITEM_COLUMNS, compile_search, item_from_row, run_search
 from ._tx import Transaction
@@ -49,11 +50,10 @@ _IGNORED_ON_UPDATE = frozenset({"id", "type", "dateCreated", "dateServerModified
 _INSERT_ITEM = (
     "INSERT INTO items"
     " (rid, id, type, dateCreated, dateModified, dateServerModified, deleted, props)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _RID_CACHE_SIZE = 1 << 17
 _HEX3 = tuple(f"{n:03x}" for n in range(4096))
-_INSERT_EDGE = "INSERT INTO edges (source, name_id, target, seq) VALUES (?, ?, ?, ?)"
+_INSERT_EDGE = "INSERT INTO edges (source, name_id, target, seq)"
 _FILE_BY_SHA = (
     "SELECT rid, props FROM items INDEXED BY items_sha256"
     " WHERE json_extract(props, '$.sha256') = ? AND type = 'File'"
@@ -276,7 +276,7 @@ class Store:
             rid += 1
             rows.append((rid, item_id, item_type, created, modified, ts, deleted, encoded))
         try:
-            tx.conn.executemany(_INSERT_ITEM, rows)
+            insert_rows(tx.conn, _INSERT_ITEM, 8, rows)
         except sqlcipher3.IntegrityError:
             raise self._duplicate_item(tx, [r[1] for r in rows], max_rid, section) from None
         tx.learned.update((r[1], r[0]) for r in rows)
@@ -529,7 +529,7 @@ class Store:
         first = tx.edge_seqs(len(raw_edges))
         rows = self._edge_rows(tx, raw_edges, first, section)
         try:
-            tx.conn.executemany(_INSERT_EDGE, rows)
+            insert_rows(tx.conn, _INSERT_EDGE, 4, rows)
         except sqlcipher3.IntegrityError:
             raise self._duplicate_edge(tx, raw_edges, rows, first, section) from None
         return self.edge_ids(first, len(rows))

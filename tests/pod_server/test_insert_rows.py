@@ -1,0 +1,100 @@
+"""Rows go in with a few multi-row INSERTs: every row, in order, few statements,
+and a bulk's conflict is still named and still leaves nothing behind."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from importer.pod.local._db import DB_NAME, connect, create_database
+from importer.pod.local._errors import PodHTTPError
+from importer.pod.local._rows import MAX_PARAMETERS, insert_rows
+from importer.pod.local._store import Store
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[Any]:
+    key = secrets.token_hex(32)
+    create_database(tmp_path / "owner", key)
+    connection = connect(tmp_path / "owner" / DB_NAME, key)
+    connection.execute("CREATE TABLE t (a, b, c, d)")
+    yield connection
+    connection.close()
+
+
+def _inserts(conn: Any) -> list[str]:
+    """Collects every INSERT the connection runs from now on."""
+    seen: list[str] = []
+    conn.set_trace_callback(lambda sql: seen.append(sql) if sql.startswith("INSERT") else None)
+    return seen
+
+
+@pytest.mark.parametrize(("count", "statements"), [(0, 0), (1, 1), (7, 3), (1000, 6), (2049, 2)])
+def test_every_row_lands_in_order_with_one_statement_per_chunk(
+    conn: Any, count: int, statements: int
+) -> None:
+    rows = [(n, f"text {n} 'quoted' é", None if n % 3 else n / 7, b"\x00raw") for n in range(count)]
+    seen = _inserts(conn)
+    insert_rows(conn, "INSERT INTO t (a, b, c, d)", 4, rows)
+    assert len(seen) == statements
+    assert conn.execute("SELECT a, b, c, d FROM t ORDER BY rowid").fetchall() == rows
+
+
+def test_a_statement_binds_at_most_the_parameter_cap(conn: Any) -> None:
+    conn.execute("CREATE TABLE wide (a, b, c, d, e, f, g, h)")
+    rows = [tuple(range(n, n + 8)) for n in range(MAX_PARAMETERS // 8 * 2 + 3)]
+    seen = _inserts(conn)
+    insert_rows(conn, "INSERT INTO wide (a, b, c, d, e, f, g, h)", 8, rows)
+    # The trace shows each statement with its values in place: count its rows.
+    per_statement = [sql.count("),(") + 1 for sql in seen]
+    assert per_statement == [MAX_PARAMETERS // 8, MAX_PARAMETERS // 8, 2, 1]
+    assert conn.execute("SELECT * FROM wide ORDER BY rowid").fetchall() == rows
+
+
+def test_a_bulk_stores_items_and_edges_with_few_statements(tmp_path: Path) -> None:
+    key = secrets.token_hex(32)
+    create_database(tmp_path / "owner", key)
+    store = Store.open(tmp_path / "owner", key)
+    try:
+        ids = [f"person-{n}" for n in range(1000)]
+        seen = _inserts(store.conn)
+        store.bulk({"createItems": [{"type": "Person", "id": i, "displayName": i} for i in ids]})
+        edges = [
+            {"_source": ids[n], "_target": ids[(n * 7 + 1) % 1000], "_name": "knows"}
+            for n in range(1000)
+        ]
+        store.bulk({"createEdges": edges})
+        # 1000 = 512 + 256 + 128 + 64 + 32 + 8: six statements each, not 1000.
+        assert sum(sql.startswith("INSERT INTO items") for sql in seen) == 6
+        assert sum(sql.startswith("INSERT INTO edges") for sql in seen) == 6
+        (stored,) = store.conn.execute("SELECT count(*) FROM edges").fetchone()
+        assert stored == 1000
+        found = store.get_edges({"item": ids[5], "direction": "Outgoing", "expandItems": False})
+        assert [e["item"]["id"] for e in found] == [ids[36]]
+    finally:
+        store.close()
+
+
+def test_a_duplicate_in_a_later_chunk_is_named_and_nothing_is_kept(tmp_path: Path) -> None:
+    key = secrets.token_hex(32)
+    create_database(tmp_path / "owner", key)
+    store = Store.open(tmp_path / "owner", key)
+    try:
+        ids = [f"person-{n}" for n in range(1000)]
+        store.bulk({"createItems": [{"type": "Person", "id": i} for i in ids]})
+        edges = [{"_source": ids[n], "_target": ids[n - 1], "_name": "after"} for n in range(1000)]
+        # The chunks are rows 0-511, 512-767, 768-895, 896-959, ...: three
+        # chunks are in before the one holding row 900 fails.
+        edges[900] = dict(edges[3])
+        with pytest.raises(PodHTTPError) as caught:
+            store.bulk({"createEdges": edges})
+        error = caught.value
+        assert (error.status, error.section, error.index) == (409, "createEdges", 900)
+        assert "appears twice in this request" in error.message
+        assert store.conn.execute("SELECT count(*) FROM edges").fetchone() == (0,)
+    finally:
+        store.close()
