@@ -107,6 +107,29 @@ def test_duplicates_name_the_offending_edge(pod: PodCaller) -> None:
     assert _in(pod, "a") == []
 
 
+def test_edges_between_stored_items_and_items_of_the_same_bulk(pod: PodCaller) -> None:
+    _people(pod, "old-a", "old-b", "old-z")
+    pod.ok("create_edge", _edge("old-z", "old-z", "knows"))  # a name the store has
+    # Ends the store knows and ends created by this very bulk, in every mix.
+    items = [{"type": "Person", "id": i} for i in ("new-c", "new-d")]
+    edges = [
+        _edge("old-a", "new-c", "knows"),
+        _edge("new-c", "old-b", "knows"),
+        _edge("new-d", "new-d", "knows"),
+        _edge("old-b", "old-a", "knows"),
+    ]
+    result = pod.ok("bulk", {"createItems": items, "createEdges": edges})
+    assert len(result["createEdges"]) == 4
+    # And again with a name new to the store among them.
+    items = [{"type": "Person", "id": "new-e"}]
+    edges = [_edge("new-e", "old-a", "admires"), _edge("new-d", "new-e", "knows")]
+    pod.ok("bulk", {"createItems": items, "createEdges": edges})
+    assert _out(pod, "old-a") == [("knows", "new-c")]
+    assert _out(pod, "new-c") == [("knows", "old-b")]
+    assert _out(pod, "new-d") == [("knows", "new-d"), ("knows", "new-e")]
+    assert _in(pod, "old-a") == [("knows", "old-b"), ("admires", "new-e")]
+
+
 def test_malformed_edge_wins_over_a_missing_item(pod: PodCaller) -> None:
     """The whole request is checked before ends are looked up: a 400 anywhere first."""
     _people(pod, "a", "b")
