@@ -26,6 +26,20 @@ def conn(tmp_path: Path) -> Iterator[Any]:
     connection.close()
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A new owner's store holding 1000 people, ``person-0`` to ``person-999``."""
+    key = secrets.token_hex(32)
+    create_database(tmp_path / "store", key)
+    opened = Store.open(tmp_path / "store", key)
+    opened.bulk({"createItems": [{"type": "Person", "id": i} for i in _PEOPLE]})
+    yield opened
+    opened.close()
+
+
+_PEOPLE = [f"person-{n}" for n in range(1000)]
+
+
 def _inserts(conn: Any) -> list[str]:
     """Collects every INSERT the connection runs from now on."""
     seen: list[str] = []
@@ -55,46 +69,33 @@ def test_a_statement_binds_at_most_the_parameter_cap(conn: Any) -> None:
     assert conn.execute("SELECT * FROM wide ORDER BY rowid").fetchall() == rows
 
 
-def test_a_bulk_stores_items_and_edges_with_few_statements(tmp_path: Path) -> None:
-    key = secrets.token_hex(32)
-    create_database(tmp_path / "owner", key)
-    store = Store.open(tmp_path / "owner", key)
-    try:
-        ids = [f"person-{n}" for n in range(1000)]
-        seen = _inserts(store.conn)
-        store.bulk({"createItems": [{"type": "Person", "id": i, "displayName": i} for i in ids]})
-        edges = [
-            {"_source": ids[n], "_target": ids[(n * 7 + 1) % 1000], "_name": "knows"}
-            for n in range(1000)
-        ]
+def test_a_bulk_stores_items_and_edges_with_few_statements(store: Store) -> None:
+    ids = [f"other-{n}" for n in range(1000)]
+    seen = _inserts(store.conn)
+    store.bulk({"createItems": [{"type": "Person", "id": i, "displayName": i} for i in ids]})
+    edges = [
+        {"_source": ids[n], "_target": _PEOPLE[(n * 7 + 1) % 1000], "_name": "knows"}
+        for n in range(1000)
+    ]
+    store.bulk({"createEdges": edges})
+    # 1000 = 512 + 256 + 128 + 64 + 32 + 8: six statements each, not 1000.
+    assert sum(sql.startswith("INSERT INTO items") for sql in seen) == 6
+    assert sum(sql.startswith("INSERT INTO edges") for sql in seen) == 6
+    assert store.conn.execute("SELECT count(*) FROM edges").fetchone() == (1000,)
+    found = store.get_edges({"item": ids[5], "direction": "Outgoing", "expandItems": False})
+    assert [e["item"]["id"] for e in found] == [_PEOPLE[36]]
+
+
+def test_a_duplicate_in_a_later_chunk_is_named_and_nothing_is_kept(store: Store) -> None:
+    edges = [
+        {"_source": _PEOPLE[n], "_target": _PEOPLE[n - 1], "_name": "after"} for n in range(1000)
+    ]
+    # The chunks are rows 0-511, 512-767, 768-895, 896-959, ...: three
+    # chunks are in before the one holding row 900 fails.
+    edges[900] = dict(edges[3])
+    with pytest.raises(PodHTTPError) as caught:
         store.bulk({"createEdges": edges})
-        # 1000 = 512 + 256 + 128 + 64 + 32 + 8: six statements each, not 1000.
-        assert sum(sql.startswith("INSERT INTO items") for sql in seen) == 6
-        assert sum(sql.startswith("INSERT INTO edges") for sql in seen) == 6
-        (stored,) = store.conn.execute("SELECT count(*) FROM edges").fetchone()
-        assert stored == 1000
-        found = store.get_edges({"item": ids[5], "direction": "Outgoing", "expandItems": False})
-        assert [e["item"]["id"] for e in found] == [ids[36]]
-    finally:
-        store.close()
-
-
-def test_a_duplicate_in_a_later_chunk_is_named_and_nothing_is_kept(tmp_path: Path) -> None:
-    key = secrets.token_hex(32)
-    create_database(tmp_path / "owner", key)
-    store = Store.open(tmp_path / "owner", key)
-    try:
-        ids = [f"person-{n}" for n in range(1000)]
-        store.bulk({"createItems": [{"type": "Person", "id": i} for i in ids]})
-        edges = [{"_source": ids[n], "_target": ids[n - 1], "_name": "after"} for n in range(1000)]
-        # The chunks are rows 0-511, 512-767, 768-895, 896-959, ...: three
-        # chunks are in before the one holding row 900 fails.
-        edges[900] = dict(edges[3])
-        with pytest.raises(PodHTTPError) as caught:
-            store.bulk({"createEdges": edges})
-        error = caught.value
-        assert (error.status, error.section, error.index) == (409, "createEdges", 900)
-        assert "appears twice in this request" in error.message
-        assert store.conn.execute("SELECT count(*) FROM edges").fetchone() == (0,)
-    finally:
-        store.close()
+    error = caught.value
+    assert (error.status, error.section, error.index) == (409, "createEdges", 900)
+    assert "appears twice in this request" in error.message
+    assert store.conn.execute("SELECT count(*) FROM edges").fetchone() == (0,)
