@@ -12,7 +12,7 @@ import pytest
 
 from importer.pod.local._db import DB_NAME, connect, create_database
 from importer.pod.local._errors import PodHTTPError
-from importer.pod.local._rows import MAX_PARAMETERS, insert_rows
+from importer.pod.local._rows import CHUNK_ROWS, insert_rows
 from importer.pod.local._store import Store
 
 
@@ -47,7 +47,9 @@ def _inserts(conn: Any) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize(("count", "statements"), [(0, 0), (1, 1), (7, 3), (1000, 6), (2049, 2)])
+@pytest.mark.parametrize(
+    ("count", "statements"), [(0, 0), (1, 1), (7, 4), (21, 3), (1000, 10), (2049, 9)]
+)
 def test_every_row_lands_in_order_with_one_statement_per_chunk(
     conn: Any, count: int, statements: int
 ) -> None:
@@ -58,14 +60,15 @@ def test_every_row_lands_in_order_with_one_statement_per_chunk(
     assert conn.execute("SELECT a, b, c, d FROM t ORDER BY rowid").fetchall() == rows
 
 
-def test_a_statement_binds_at_most_the_parameter_cap(conn: Any) -> None:
+def test_chunks_are_the_largest_that_fit(conn: Any) -> None:
     conn.execute("CREATE TABLE wide (a, b, c, d, e, f, g, h)")
-    rows = [tuple(range(n, n + 8)) for n in range(MAX_PARAMETERS // 8 * 2 + 3)]
+    rows = [tuple(range(n, n + 8)) for n in range(2 * 256 + 64 + 3 * 16 + 5)]
     seen = _inserts(conn)
     insert_rows(conn, "INSERT INTO wide (a, b, c, d, e, f, g, h)", 8, rows)
     # The trace shows each statement with its values in place: count its rows.
     per_statement = [sql.count("),(") + 1 for sql in seen]
-    assert per_statement == [MAX_PARAMETERS // 8, MAX_PARAMETERS // 8, 2, 1]
+    assert per_statement == [256, 256, 64, 16, 16, 16, 4, 1]
+    assert max(CHUNK_ROWS) * 8 <= 32766  # SQLite's limit on bound values
     assert conn.execute("SELECT * FROM wide ORDER BY rowid").fetchall() == rows
 
 
@@ -78,9 +81,9 @@ def test_a_bulk_stores_items_and_edges_with_few_statements(store: Store) -> None
         for n in range(1000)
     ]
     store.bulk({"createEdges": edges})
-    # 1000 = 512 + 256 + 128 + 64 + 32 + 8: six statements each, not 1000.
-    assert sum(sql.startswith("INSERT INTO items") for sql in seen) == 6
-    assert sum(sql.startswith("INSERT INTO edges") for sql in seen) == 6
+    # 1000 = 3 x 256 + 3 x 64 + 2 x 16 + 2 x 4: ten statements each, not 1000.
+    assert sum(sql.startswith("INSERT INTO items") for sql in seen) == 10
+    assert sum(sql.startswith("INSERT INTO edges") for sql in seen) == 10
     assert store.conn.execute("SELECT count(*) FROM edges").fetchone() == (1000,)
     found = store.get_edges({"item": ids[5], "direction": "Outgoing", "expandItems": False})
     assert [e["item"]["id"] for e in found] == [_PEOPLE[36]]
@@ -90,8 +93,8 @@ def test_a_duplicate_in_a_later_chunk_is_named_and_nothing_is_kept(store: Store)
     edges = [
         {"_source": _PEOPLE[n], "_target": _PEOPLE[n - 1], "_name": "after"} for n in range(1000)
     ]
-    # The chunks are rows 0-511, 512-767, 768-895, 896-959, ...: three
-    # chunks are in before the one holding row 900 fails.
+    # The chunks are rows 0-255, 256-511, 512-767, 768-831, 832-895,
+    # 896-959, ...: five chunks are in before the one holding row 900 fails.
     edges[900] = dict(edges[3])
     with pytest.raises(PodHTTPError) as caught:
         store.bulk({"createEdges": edges})
