@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import sqlcipher3
@@ -450,69 +450,39 @@ class Store:
     ) -> list[tuple[int, int, int, int]]:
         """Rows ``(source rid, name number, target rid, seq)``, numbered from ``first``.
 
-        The common case (every end in the rid cache or created in this
-        transaction, either proving the id valid and existing, and every name
-        one the store has) is resolved for the whole bulk at once; otherwise
-        one pass sorts the edges that need the full check and a lookup, and
-        errors name the first bad edge: a 400 before any 404.
+        The common case (both ends in the rid cache or created in this
+        transaction, either proving the id valid and existing, and a name
+        the store has) is resolved for the whole bulk at once, mapping over
+        it with no interpreter loop per edge.  The rest get the full check
+        and a lookup, and errors name the first bad edge: a 400 before any
+        404.  Row ids and name numbers start at 1: a miss (None) is the only
+        false value.
         """
         try:
-            known = self._known_edge_rows(tx, raw_edges, first)
+            source_rids = self._end_rids(tx, list(map(_SOURCE, raw_edges)))
+            target_rids = self._end_rids(tx, list(map(_TARGET, raw_edges)))
+            names = list(map(self._name_ids.get, map(_NAME, raw_edges)))
         except (KeyError, TypeError):  # not a dict, a key missing, an unhashable value
-            known = None
-        if known is not None:
-            return known
-        cache_get = self._rid_cache.get
-        learned_get = tx.learned.get
-        name_ids = self._name_ids
-        rows: list[Any] = []
-        slow: list[int] = []
-        for index, raw in enumerate(raw_edges):
-            try:
-                source, target = raw["_source"], raw["_target"]
-                name_id = name_ids[raw["_name"]]
-                source_rid = cache_get(source) or learned_get(source)
-                target_rid = cache_get(target) or learned_get(target)
-                if source_rid is None or target_rid is None:
-                    raise KeyError(source)
-                rows.append((source_rid, name_id, target_rid, first + index))
-            except (KeyError, TypeError):  # a miss, or something to check in full
-                slow.append(index)
-                rows.append(None)
-        if slow:
-            self._resolve_edges(tx, raw_edges, rows, slow, first, section)
+            rows: list[Any] = [None] * len(raw_edges)
+            slow = list(range(len(raw_edges)))
+        else:
+            seqs = range(first, first + len(raw_edges))
+            rows = list(zip(source_rids, names, target_rids, seqs, strict=True))
+            if all(source_rids) and all(target_rids) and all(names):
+                return rows
+            slow = [index for index, (s, n, t, _) in enumerate(rows) if not (s and n and t)]
+        self._resolve_edges(tx, raw_edges, rows, slow, first, section)
         return rows
 
-    def _known_edge_rows(
-        self, tx: Transaction, raw_edges: list[Any], first: int
-    ) -> list[tuple[int, int, int, int]] | None:
-        """The rows when every end and name is known already, else None.
-
-        Each step maps over the whole bulk, with no interpreter loop per
-        edge: what is left of an edge's cost is mostly the memory latency of
-        its two id lookups.  Row ids and name numbers start at 1, so a miss
-        (None) is the only false value.
-        """
-        sources = list(map(_SOURCE, raw_edges))
-        targets = list(map(_TARGET, raw_edges))
-        names = list(map(self._name_ids.get, map(_NAME, raw_edges)))
-        if not all(names):
-            return None
-        cache_get = self._rid_cache.get
-        source_rids = list(map(cache_get, sources))
-        target_rids = list(map(cache_get, targets))
-        for ids, rids in ((sources, source_rids), (targets, target_rids)):
-            if not all(rids):
-                learned_get = tx.learned.get
-                for index, rid in enumerate(rids):
-                    if rid is None:
-                        rids[index] = learned_get(ids[index])
-                if not all(rids):
-                    return None
-        seqs = range(first, first + len(raw_edges))
-        # No None is left in the three lists (checked above).
-        rows = zip(source_rids, names, target_rids, seqs, strict=True)
-        return cast(list[tuple[int, int, int, int]], list(rows))
+    def _end_rids(self, tx: Transaction, ids: list[Any]) -> list[int | None]:
+        """Each id's row id from the rid cache or this transaction's new items, or None."""
+        rids = list(map(self._rid_cache.get, ids))
+        if tx.learned and not all(rids):
+            learned_get = tx.learned.get
+            for index, rid in enumerate(rids):
+                if rid is None:
+                    rids[index] = learned_get(ids[index])
+        return rids
 
     def _resolve_edges(
         self,
@@ -523,7 +493,7 @@ class Store:
         first: int,
         section: str | None,
     ) -> None:
-        """Fill ``rows[i]`` for the edges at ``slow`` indexes the fast pass left."""
+        """Fill ``rows[i]`` for the edges at ``slow`` indexes the mapped pass left."""
         parsed: list[tuple[str, str, str]] = []
         for index in slow:
             try:
