@@ -24,8 +24,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
 )
+from tenacity.stop import stop_base
 
 __all__ = [
     "RETRY_STATUSES",
@@ -106,18 +106,30 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, seconds)
 
 
+class _OutOfTime(stop_base):
+    """Stop once ``max_elapsed`` seconds have passed since ``started`` (monotonic)."""
+
+    def __init__(self, started: float, max_elapsed: float) -> None:
+        self.started = started
+        self.max_elapsed = max_elapsed
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return time.monotonic() - self.started >= self.max_elapsed
+
+
 def make_retrying(
     policy: RetryPolicy,
     *,
     replayable: bool,
     before_sleep: Callable[[RetryCallState], None],
+    started: float,
 ) -> AsyncRetrying:
     """A tenacity controller for one call under ``policy``.
 
     A call whose body can't be produced twice (``replayable=False``) gets
-    exactly one attempt.
+    exactly one attempt.  ``started`` (``time.monotonic()``) is when the
+    call's first attempt began: the time budget counts from there.
     """
-    started = time.monotonic()
 
     def wait(state: RetryCallState) -> float:
         outcome = state.outcome
@@ -132,7 +144,7 @@ def make_retrying(
     attempts = policy.max_attempts if replayable else 1
     return AsyncRetrying(
         sleep=anyio.sleep,
-        stop=stop_after_attempt(attempts) | stop_after_delay(policy.max_elapsed),
+        stop=stop_after_attempt(attempts) | _OutOfTime(started, policy.max_elapsed),
         wait=wait,
         retry=retry_if_exception(is_retryable),
         before_sleep=before_sleep,

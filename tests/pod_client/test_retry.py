@@ -143,6 +143,24 @@ async def test_total_time_is_bounded(router: respx.MockRouter) -> None:
     assert 3 <= route.call_count < 1000
 
 
+async def test_time_budget_counts_the_first_attempt(router: respx.MockRouter) -> None:
+    # The first attempt runs before any retry machinery is set up; its time
+    # still counts: one slow failure that uses the whole budget ends the call.
+    async def slow_503(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.4)
+        return httpx.Response(503, json={"error": "slow and busy"})
+
+    route = router.post(SEARCH_URL).mock(side_effect=slow_503)
+    policy = RetryPolicy(max_attempts=10, max_elapsed=0.3, initial_backoff=0.001)
+    async with make_client(policy) as client:
+        with pytest.raises(PodUnavailable) as caught:
+            await client.search({})
+        assert client.retry_count == 0
+    assert route.call_count == 1
+    assert caught.value.attempts == 1
+    assert "slow and busy" in str(caught.value)
+
+
 async def test_connection_errors_are_retried(router: respx.MockRouter) -> None:
     route = router.post(SEARCH_URL).mock(
         side_effect=[
