@@ -8,6 +8,11 @@ at a few chunks.  Those tasks need a task group, which exists only between
 ``__aenter__`` and ``__aexit__`` (``async with`` on the client); a transport
 that was never entered falls back to buffering like ``ASGITransport``.
 
+Requests the owner marks as answered whole (``answered_whole``: small JSON
+answers, like all of the local Pod's but ``get_file``) skip the task and the
+stream: the app runs in the caller's task and its answer is kept whole.  The
+task, its stream and events cost ~0.1 ms of event-loop time per request.
+
 Like a real server, an app failure becomes a 500 if no answer was started and
 a broken response (``RemoteProtocolError``) otherwise; it is logged, not raised
 through the client.
@@ -76,14 +81,18 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
         *,
         client: tuple[str, int] = ("127.0.0.1", 123),
         on_close: Callable[[], None] | None = None,
+        answered_whole: Callable[[httpx.Request], bool] | None = None,
     ) -> None:
         """``on_close`` (sync, run in a worker thread) releases the app's resources.
 
         It stands in for the lifespan shutdown, which no ASGI transport sends.
+        ``answered_whole(request)`` is true for requests whose answers are small
+        enough to keep in memory (see the module docstring).
         """
         self.app = app
         self.client = client
         self._on_close = on_close
+        self._answered_whole = answered_whole
         self._group: TaskGroup | None = None
         self._fallback = httpx.ASGITransport(app=app, client=client)
 
@@ -116,12 +125,8 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
         finally:
             await self._release()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        group = self._group
-        if group is None:
-            return await self._fallback.handle_async_request(request)
-        assert isinstance(request.stream, httpx.AsyncByteStream)
-        scope: dict[str, Any] = {
+    def _scope(self, request: httpx.Request) -> dict[str, Any]:
+        return {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
@@ -135,6 +140,15 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
             "client": self.client,
             "root_path": "",
         }
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        group = self._group
+        if group is None:
+            return await self._fallback.handle_async_request(request)
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        if self._answered_whole is not None and self._answered_whole(request):
+            return await self._call_inline(request, request.stream)
+        scope = self._scope(request)
         request_chunks = request.stream.__aiter__()
         send_chunks, receive_chunks = anyio.create_memory_object_stream[bytes](_BUFFERED_CHUNKS)
         started = anyio.Event()
@@ -209,3 +223,59 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
 
         body = _ResponseBody(receive_chunks, lambda: bool(state["complete"]), stop)
         return httpx.Response(state["status"], headers=state["headers"], stream=body)
+
+    async def _call_inline(
+        self, request: httpx.Request, stream: httpx.AsyncByteStream
+    ) -> httpx.Response:
+        """Run the app in this task and keep its whole answer (failures as in streaming)."""
+        request_chunks = stream.__aiter__()
+        request_complete = False
+        status: int | None = None
+        headers: list[tuple[bytes, bytes]] = []
+        body: list[bytes] = []
+        complete = False
+        answered: anyio.Event | None = None
+
+        async def receive() -> Message:
+            nonlocal request_complete, answered
+            if request_complete:
+                if not complete:  # the app waits for a disconnect: once answered
+                    answered = answered or anyio.Event()
+                    await answered.wait()
+                return {"type": "http.disconnect"}
+            try:
+                chunk = await request_chunks.__anext__()
+            except StopAsyncIteration:
+                request_complete = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": chunk, "more_body": True}
+
+        async def send(message: Message) -> None:
+            nonlocal status, headers, complete
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = message.get("headers", [])
+            elif message["type"] == "http.response.body" and not complete:
+                chunk = message.get("body", b"")
+                if chunk and request.method != "HEAD":
+                    body.append(chunk if type(chunk) is bytes else bytes(chunk))
+                if not message.get("more_body", False):
+                    complete = True
+                    if answered is not None:
+                        answered.set()
+
+        try:
+            await self.app(self._scope(request), receive, send)
+        except Exception:
+            logger.exception("embedded Pod failed on a %s request", request.method)
+            if status is None:
+                status, complete = 500, True
+                headers = [(b"content-type", b"application/json")]
+                body = [b'{"error": "internal error of the embedded Pod"}']
+            elif not complete:
+                raise httpx.RemoteProtocolError("the app failed while answering") from None
+        if status is None:
+            raise httpx.RemoteProtocolError("the app ended without answering")
+        if not complete:
+            raise httpx.RemoteProtocolError("the app ended the response before it was complete")
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(b"".join(body)))

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ._asgi import StreamingASGITransport
 from .auth import ClientAuth
 from .client import PodClient
@@ -20,6 +22,11 @@ from .keys import load_keys
 __all__ = ["EMBEDDED_BASE_URL", "open_embedded_client"]
 
 EMBEDDED_BASE_URL = "http://embedded-pod"
+
+
+def _answered_whole(request: httpx.Request) -> bool:
+    """Every answer of the local Pod is one small JSON body, but ``get_file``'s."""
+    return not request.url.path.endswith("/get_file")
 
 
 def open_embedded_client(data_dir: Path, **client_kwargs: Any) -> PodClient:
@@ -33,7 +40,9 @@ def open_embedded_client(data_dir: Path, **client_kwargs: Any) -> PodClient:
     if "transport" in client_kwargs:
         raise TypeError("open_embedded_client chooses its own transport")
     app = create_app(data_dir)
-    transport = StreamingASGITransport(app, on_close=getattr(app.state, "close", None))
+    transport = StreamingASGITransport(
+        app, on_close=getattr(app.state, "close", None), answered_whole=_answered_whole
+    )
     return PodClient(
         EMBEDDED_BASE_URL,
         keys.owner_key,
