@@ -45,6 +45,8 @@ ASGIApp = Callable[
 ]
 
 _BUFFERED_CHUNKS = 1
+_APP_FAILED = b'{"error": "internal error of the embedded Pod"}'
+"""The answer for an app that failed before answering, as a server gives it."""
 
 
 class _ResponseBody(httpx.AsyncByteStream):
@@ -70,6 +72,30 @@ class _ResponseBody(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         self._stop()
         await self._chunks.aclose()
+
+
+class _Receiver:
+    """The app's ``receive``: the request body's chunks, then a disconnect.
+
+    The disconnect waits for ``answered`` (a real client stays connected
+    until it has the answer).
+    """
+
+    def __init__(self, body: httpx.AsyncByteStream, answered: anyio.Event) -> None:
+        self._chunks = body.__aiter__()
+        self._complete = False
+        self._answered = answered
+
+    async def __call__(self) -> Message:
+        if self._complete:
+            await self._answered.wait()
+            return {"type": "http.disconnect"}
+        try:
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._complete = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": chunk, "more_body": True}
 
 
 class StreamingASGITransport(httpx.AsyncBaseTransport):
@@ -149,25 +175,12 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
         if self._answered_whole is not None and self._answered_whole(request):
             return await self._call_inline(request, request.stream)
         scope = self._scope(request)
-        request_chunks = request.stream.__aiter__()
         send_chunks, receive_chunks = anyio.create_memory_object_stream[bytes](_BUFFERED_CHUNKS)
         started = anyio.Event()
         finished = anyio.Event()
         app_scope = anyio.CancelScope()
         state: dict[str, Any] = {"status": None, "headers": [], "complete": False}
-        request_complete = False
-
-        async def receive() -> Message:
-            nonlocal request_complete
-            if request_complete:
-                await finished.wait()
-                return {"type": "http.disconnect"}
-            try:
-                body = await request_chunks.__anext__()
-            except StopAsyncIteration:
-                request_complete = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            return {"type": "http.request", "body": body, "more_body": True}
+        receive = _Receiver(request.stream, finished)
 
         async def send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -198,7 +211,7 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
                         state["headers"] = [(b"content-type", b"application/json")]
                         state["complete"] = True
                         started.set()
-                        await send_chunks.send(b'{"error": "internal error of the embedded Pod"}')
+                        await send_chunks.send(_APP_FAILED)
                 finally:
                     finished.set()
                     started.set()
@@ -228,27 +241,11 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
         self, request: httpx.Request, stream: httpx.AsyncByteStream
     ) -> httpx.Response:
         """Run the app in this task and keep its whole answer (failures as in streaming)."""
-        request_chunks = stream.__aiter__()
-        request_complete = False
         status: int | None = None
         headers: list[tuple[bytes, bytes]] = []
         body: list[bytes] = []
         complete = False
-        answered: anyio.Event | None = None
-
-        async def receive() -> Message:
-            nonlocal request_complete, answered
-            if request_complete:
-                if not complete:  # the app waits for a disconnect: once answered
-                    answered = answered or anyio.Event()
-                    await answered.wait()
-                return {"type": "http.disconnect"}
-            try:
-                chunk = await request_chunks.__anext__()
-            except StopAsyncIteration:
-                request_complete = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            return {"type": "http.request", "body": chunk, "more_body": True}
+        answered = anyio.Event()
 
         async def send(message: Message) -> None:
             nonlocal status, headers, complete
@@ -261,17 +258,16 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
                     body.append(chunk if type(chunk) is bytes else bytes(chunk))
                 if not message.get("more_body", False):
                     complete = True
-                    if answered is not None:
-                        answered.set()
+                    answered.set()
 
         try:
-            await self.app(self._scope(request), receive, send)
+            await self.app(self._scope(request), _Receiver(stream, answered), send)
         except Exception:
             logger.exception("embedded Pod failed on a %s request", request.method)
             if status is None:
                 status, complete = 500, True
                 headers = [(b"content-type", b"application/json")]
-                body = [b'{"error": "internal error of the embedded Pod"}']
+                body = [_APP_FAILED]
             elif not complete:
                 raise httpx.RemoteProtocolError("the app failed while answering") from None
         if status is None:

@@ -140,6 +140,15 @@ async def half_answer(scope: Scope, receive: Receive, send: Send) -> None:
     raise RuntimeError("app bug mid-answer")
 
 
+async def answer_then_wait_for_disconnect(scope: Scope, receive: Receive, send: Send) -> None:
+    """Reads the request, answers, then waits for the client to go, as some apps do."""
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"answered"})
+    assert (await receive())["type"] == "http.disconnect"
+
+
 async def no_answer(scope: Scope, receive: Receive, send: Send) -> None:
     return None
 
@@ -152,6 +161,7 @@ async def raw_boom(scope: Scope, receive: Receive, send: Send) -> None:
 whole_app = Starlette(
     routes=[
         Route("/task", which_task),
+        Mount("/linger", answer_then_wait_for_disconnect),
         Route("/echo", echo_size, methods=["POST"]),
         Route("/boom", boom),
         Mount("/half", half_answer),
@@ -174,6 +184,13 @@ async def test_answered_whole_runs_the_app_in_the_callers_task() -> None:
     ) as client:
         streamed = (await client.get("/task")).json()["task"]
     assert streamed != anyio.get_current_task().id
+
+
+async def test_answered_whole_lets_the_app_see_the_disconnect_once_answered() -> None:
+    async with whole_client() as client:
+        with anyio.fail_after(5):
+            response = await client.get("/linger/")
+    assert response.content == b"answered"
 
 
 async def test_answered_whole_still_streams_the_request_body() -> None:
