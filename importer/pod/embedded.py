@@ -3,8 +3,9 @@
 The client talks to :func:`importer.pod.local.create_app` through an ASGI
 transport, so it runs exactly the same code as against a Pod over HTTP.  Use
 it as ``async with open_embedded_client(data_dir) as client:`` — inside
-``async with`` responses (file downloads included) are streamed; a client that
-is never entered still works but holds each response body in memory.
+``async with`` file downloads are streamed (every other answer is one small
+JSON body, run and kept whole in the caller's task); a client that is never
+entered still works but holds each response body in memory.
 """
 
 from __future__ import annotations
