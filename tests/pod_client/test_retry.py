@@ -38,6 +38,14 @@ def make_client(policy: RetryPolicy = FAST) -> PodClient:
     return PodClient(BASE, OWNER, ClientAuth(KEY), retry=policy)
 
 
+async def failed_search(policy: RetryPolicy) -> tuple[PodUnavailable, int]:
+    """A search that ends in PodUnavailable under ``policy``: the error, the retries made."""
+    async with make_client(policy) as client:
+        with pytest.raises(PodUnavailable) as caught:
+            await client.search({})
+        return caught.value, client.retry_count
+
+
 @pytest.fixture
 def router() -> Iterator[respx.MockRouter]:
     with respx.mock(base_url=BASE, assert_all_called=False) as mock:
@@ -120,15 +128,14 @@ async def test_retry_after_is_capped_by_remaining_budget(router: respx.MockRoute
 
 async def test_attempts_are_bounded(router: respx.MockRouter) -> None:
     route = router.post(SEARCH_URL).mock(return_value=httpx.Response(502, text="bad gateway"))
-    policy = RetryPolicy(max_attempts=3, max_elapsed=10, initial_backoff=0.001)
-    async with make_client(policy) as client:
-        with pytest.raises(PodUnavailable) as caught:
-            await client.search({})
-        assert client.retry_count == 2
+    error, retries = await failed_search(
+        RetryPolicy(max_attempts=3, max_elapsed=10, initial_backoff=0.001)
+    )
+    assert retries == 2
     assert route.call_count == 3
-    assert caught.value.attempts == 3
-    assert "3 attempt" in str(caught.value)
-    assert "bad gateway" in str(caught.value)
+    assert error.attempts == 3
+    assert "3 attempt" in str(error)
+    assert "bad gateway" in str(error)
 
 
 async def test_total_time_is_bounded(router: respx.MockRouter) -> None:
@@ -151,14 +158,13 @@ async def test_time_budget_counts_the_first_attempt(router: respx.MockRouter) ->
         return httpx.Response(503, json={"error": "slow and busy"})
 
     route = router.post(SEARCH_URL).mock(side_effect=slow_503)
-    policy = RetryPolicy(max_attempts=10, max_elapsed=0.3, initial_backoff=0.001)
-    async with make_client(policy) as client:
-        with pytest.raises(PodUnavailable) as caught:
-            await client.search({})
-        assert client.retry_count == 0
+    error, retries = await failed_search(
+        RetryPolicy(max_attempts=10, max_elapsed=0.3, initial_backoff=0.001)
+    )
+    assert retries == 0
     assert route.call_count == 1
-    assert caught.value.attempts == 1
-    assert "slow and busy" in str(caught.value)
+    assert error.attempts == 1
+    assert "slow and busy" in str(error)
 
 
 async def test_connection_errors_are_retried(router: respx.MockRouter) -> None:
