@@ -6,12 +6,12 @@ one or two before it).  Measured in one run, each into a fresh embedded Pod:
 * the engine (``run_import``, default settings);
 * the floor: the client sending the same pre-built bulks (``createItems`` +
   ``createEdges``, the same batch size) back to back;
-* both again with the Pod in another process (``importer pod serve``) —
-  in each setting floor and engine run twice, taking turns, and each keeps
-  its faster run;
 * a naive importer: one ``create_item`` / ``create_edge`` request per record,
   as in the tutorial — on a subset (``--naive-count`` items), its per-record
   rate extrapolated to the full set;
+* all three again with the Pod in another process (``importer pod serve``) —
+  in each setting floor and engine run twice, taking turns, and each keeps
+  its faster run;
 * a grid of EngineSettings (batch_records x max_in_flight) on a subset;
 * a connector yielding 1M small items in a child process, its peak RSS.
 
@@ -214,9 +214,9 @@ async def floor_run(directory: Path, count: int, batch: int, url: str | None = N
     return Measured(sum(len(i) + len(e) for i, e in bulks), watch.seconds)
 
 
-async def naive_run(directory: Path, count: int) -> Measured:
+async def naive_run(directory: Path, count: int, url: str | None = None) -> Measured:
     """One request per item and per edge, the tutorial way."""
-    async with local_pod(directory) as client:
+    async with _pod(directory, url) as client:
         await client.add_schema({BenchNode.item_type: {"properties": BenchNode.pod_schema()}})
         done = 0
         with stopwatch() as watch:
@@ -304,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 socket_engines.append(
                     anyio.run(engine_run, root / f"socket-engine-{turn}", count, None, served.url)
                 )
+            socket_naive = anyio.run(naive_run, root / "socket-naive", naive_count, served.url)
         floor, engine = _fastest(floors), _fastest(engines)
         socket_floor, socket_engine = _fastest(socket_floors), _fastest(socket_engines)
         naive = anyio.run(naive_run, root / "naive", naive_count)
@@ -345,6 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     socket_floor.rate / socket_engine.rate,
                 ],
                 ["engine", socket_engine.rate, socket_engine.seconds, 1.0],
+                [
+                    "naive: one request per record (extrapolated)",
+                    socket_naive.rate,
+                    (items + edges) / socket_naive.rate,
+                    socket_naive.rate / socket_engine.rate,
+                ],
             ],
         )
 
@@ -394,6 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "engine.vs_floor_socket", socket_engine.rate / socket_floor.rate, ">=", _GOAL_VS_FLOOR
     )
     report_ratio("engine.vs_naive", engine.rate / naive.rate, ">=", _GOAL_VS_NAIVE)
+    report_ratio(
+        "engine.vs_naive_socket", socket_engine.rate / socket_naive.rate, ">=", _GOAL_VS_NAIVE
+    )
     report_ratio(
         "engine.small_items_peak_rss",
         small.peak_rss / MiB,

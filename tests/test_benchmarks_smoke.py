@@ -33,6 +33,7 @@ EXPECTED = {
         "engine.vs_floor",
         "engine.vs_floor_socket",
         "engine.vs_naive",
+        "engine.vs_naive_socket",
         "engine.small_items_peak_rss",
     },
     "email": {
