@@ -15,6 +15,11 @@ one or two before it).  Measured in one run, each into a fresh embedded Pod:
 * a grid of EngineSettings (batch_records x max_in_flight) on a subset;
 * a connector yielding 1M small items in a child process, its peak RSS.
 
+The goals (>= 0.8 x floor, >= 30 x naive) are judged on the figures with the
+Pod in another process; in-process the engine and the Pod share one
+interpreter lock, and those ratios are printed against the same goals for
+reference (docs/performance.md, "Which engine figure decides its goals").
+
     python -m benchmarks.engine            # 100k items + 200k edges, 1M small items
     python -m benchmarks.engine --quick    # a smoke run
 """
