@@ -14,7 +14,7 @@ from pathlib import Path
 from importer import Checkpoint, Edge, File, Location, Record, RunContext, derive_id
 
 from . import _state
-from ._phash import NearIndex
+from ._near import NearIndex
 from ._reader import Outcome, Reader
 from ._scan import Candidate, scan
 from .items import Photo, PhotoPath

@@ -9,6 +9,10 @@ work, so memory stays bounded.
 A file is read once: its bytes are hashed and, if the photo is new, decoded
 from memory.  Files above ``_READ_WHOLE_UP_TO`` (huge TIFFs, say) are hashed
 in chunks and decoded from disk instead.
+
+Pillow and numpy are imported with the first picture to decode, not with
+this module: a run that finds nothing new (the usual scheduled re-run) never
+loads them, which is a fifth of what such a run costs.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from importer import File, FilePayload, derive_id
 
-from ._image import ImageInfo, NotAPhoto, read_image
 from ._scan import Candidate
+
+if TYPE_CHECKING:
+    from ._image import ImageInfo
 
 __all__ = ["Outcome", "Reader", "examine"]
 
@@ -68,6 +74,8 @@ def examine(candidate: Candidate, thumbnail_size: int, known: Container[str]) ->
     photo_id = derive_id("Photo", payload.sha256)
     if photo_id in known:
         return Outcome(payload=payload, photo_id=photo_id)
+    from ._image import NotAPhoto, read_image  # see the module notes
+
     try:
         info = read_image(candidate.path, thumbnail_size, content)
     except NotAPhoto as exc:
