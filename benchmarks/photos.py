@@ -10,6 +10,11 @@ Measured in the same run:
   importer (and with one, for reference), nothing stored;
 * the import; floor and import run twice, taking turns, and each keeps its
   faster run;
+* for reference, the uploads alone: the same originals and as many
+  thumbnail-sized blobs uploaded through ``PodClient`` into a fresh embedded
+  Pod, 4 at a time like the engine, without reading or decoding anything —
+  what the Pod's side of the import costs on this machine (twice, taking
+  turns with the others, the faster kept);
 * a re-run on the unchanged folder (after the kept import);
 * the importer's peak RSS importing 500 photos of 20 megapixels.
 
@@ -37,10 +42,15 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import numpy as np
 from PIL import ExifTags, Image
+
+from importer.model import derive_id
+from importer.pod import open_embedded_client
 
 from ._common import (
     ChildRun,
@@ -59,6 +69,8 @@ _GOAL_RERUN_SHARE = 0.05
 _GOAL_PEAK_RSS_MIB = 400
 _WORKERS = 2
 """The connector's default ``workers``; the floor uses as many threads."""
+_UPLOAD_CONCURRENCY = 4
+"""The engine's default ``upload_concurrency``."""
 _MIXED_SIZES = ((800, 600), (1600, 1200), (2592, 1944), (4000, 3000))
 _QUICK_SIZES = ((640, 480), (1024, 768), (1600, 1200))
 _BIG = (5472, 3648)
@@ -129,7 +141,8 @@ def pictures(name: str, sizes: Sequence[tuple[int, int]], count: int) -> Path:
 # -- the floor -------------------------------------------------------------------
 
 
-def _read_one(path: Path) -> int:
+def _read_one(path: Path) -> tuple[str, int]:
+    """The picture's sha256 and the size of its thumbnail."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -139,17 +152,68 @@ def _read_one(path: Path) -> int:
         image.thumbnail((256, 256), Image.Resampling.LANCZOS)
         out = io.BytesIO()
         image.convert("RGB").save(out, "JPEG", quality=85)
-    return len(out.getvalue())
+    return digest.hexdigest(), len(out.getvalue())
 
 
-def floor(folder: Path, threads: int) -> float:
-    """Seconds to hash and thumbnail every picture, ``threads`` at a time."""
+@dataclass(frozen=True)
+class FloorRun:
+    seconds: float
+    files: list[Path]
+    sha256s: list[str]
+    thumbnail_sizes: list[int]
+
+
+def floor(folder: Path, threads: int) -> FloorRun:
+    """Hash and thumbnail every picture, ``threads`` at a time."""
     files = sorted(folder.rglob("*.jpg"))
     with stopwatch() as watch, ThreadPoolExecutor(threads) as pool:
-        done = sum(1 for _ in pool.map(_read_one, files))
-    if done != len(files):
+        results = list(pool.map(_read_one, files))
+    if len(results) != len(files):
         raise RuntimeError("the floor missed files")
-    return watch.seconds
+    return FloorRun(
+        watch.seconds, files, [sha for sha, _ in results], [size for _, size in results]
+    )
+
+
+# -- the uploads alone -------------------------------------------------------------
+
+
+async def _upload_all(directory: Path, uploads: list[tuple[Path | bytes, str]]) -> None:
+    """What the import sends besides its records: each File item, then its
+    content, as many uploads at a time as the engine's default
+    ``upload_concurrency``."""
+    items = [
+        {"id": derive_id("File", sha), "type": "File", "sha256": sha}
+        for sha in dict.fromkeys(sha for _, sha in uploads)
+    ]
+    async with open_embedded_client(directory) as client:
+        await client.create_account()
+        for start in range(0, len(items), 1000):
+            await client.bulk(create_items=items[start : start + 1000])
+        pending = iter(uploads)
+
+        async def uploader() -> None:
+            for content, sha in pending:
+                await client.upload_file(content, sha)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(_UPLOAD_CONCURRENCY):
+                group.start_soon(uploader)
+
+
+def uploads_alone(directory: Path, run: FloorRun) -> tuple[float, float]:
+    """Seconds and CPU seconds to upload the originals (by path) and as many
+    thumbnail-sized blobs (random bytes of the floor's thumbnails' sizes) into
+    a fresh embedded Pod, with their File items."""
+    thumbnails = [os.urandom(size) for size in run.thumbnail_sizes]
+    uploads: list[tuple[Path | bytes, str]] = [
+        *zip(run.files, run.sha256s, strict=True),
+        *((data, hashlib.sha256(data).hexdigest()) for data in thumbnails),
+    ]
+    started = time.process_time()
+    with stopwatch() as watch:
+        anyio.run(_upload_all, directory, uploads)
+    return watch.seconds, time.process_time() - started
 
 
 # -- the importer ----------------------------------------------------------------
@@ -171,11 +235,11 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _timed_floor(folder: Path, threads: int) -> tuple[float, float]:
-    """:func:`floor`'s seconds and this process's CPU seconds meanwhile."""
+def _timed_floor(folder: Path, threads: int) -> tuple[FloorRun, float]:
+    """:func:`floor`'s run and this process's CPU seconds meanwhile."""
     started = time.process_time()
-    seconds = floor(folder, threads)
-    return seconds, time.process_time() - started
+    run = floor(folder, threads)
+    return run, time.process_time() - started
 
 
 def _timed_import(folder: Path, data_dir: Path) -> tuple[ChildRun, float]:
@@ -210,15 +274,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # finish, then warm the page cache so no variant pays for disk reads.
         os.sync()
         floor(mixed, _WORKERS)
-        floor_one, floor_one_cpu = _timed_floor(mixed, 1)
-        # Floor and import run twice, taking turns, and each keeps its faster
-        # run: this machine has slower and faster minutes.
+        floor_one_run, floor_one_cpu = _timed_floor(mixed, 1)
+        floor_one = floor_one_run.seconds
+        # Floor, import and the uploads alone run twice, taking turns, and
+        # each keeps its faster run: this machine has slower and faster minutes.
         floors = []
         imports = []
+        uploads = []
         for turn in range(2):
             floors.append(_timed_floor(mixed, _WORKERS))
             imports.append((*_timed_import(mixed, root / f"pod-mixed-{turn}"), turn))
-        floor_many, floor_many_cpu = min(floors)
+            uploads.append(uploads_alone(root / f"pod-uploads-{turn}", floors[-1][0]))
+        floor_run, floor_many_cpu = min(floors, key=lambda run: run[0].seconds)
+        floor_many = floor_run.seconds
+        upload_seconds, upload_cpu = min(uploads)
         first, first_cpu, kept = min(imports, key=lambda run: run[0].seconds)
         rerun, rerun_cpu = _timed_import(mixed, root / f"pod-mixed-{kept}")
         startup = run_child([sys.executable, "-m", "importer", "--version"], env=child_env())
@@ -251,6 +320,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             count / floor_many,
             "-",
             "",
+        ],
+        [
+            f"uploads alone: the {count:,} originals + {count:,} thumbnail-sized blobs",
+            count,
+            upload_seconds,
+            upload_cpu,
+            count / upload_seconds,
+            "-",
+            "embedded Pod, in this process",
         ],
         [
             f"import {count:,} mixed JPEGs ({mixed_bytes / MiB:,.0f} MiB)",
@@ -288,6 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"\nCPU seconds, import / floor ({_WORKERS} threads): {first_cpu / floor_many_cpu:.2f}"
         " (for reference; the goal is on wall time)"
+    )
+    print(
+        f"floor + uploads alone, one after the other: {floor_many + upload_seconds:.2f} s,"
+        f" {(floor_many + upload_seconds) / floor_many:.2f} x the floor"
+        f" (CPU {(floor_many_cpu + upload_cpu) / floor_many_cpu:.2f} x);"
+        f" the import: {first.seconds:.2f} s (for reference: what the Pod's side costs)"
     )
     print()
     report_ratio("photos.import_vs_floor", first.seconds / floor_many, "<=", _GOAL_VS_FLOOR)
