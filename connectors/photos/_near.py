@@ -40,8 +40,13 @@ class NearIndex:
             return []
         import numpy as np  # only once asked: see the module notes
 
+        # A view of the array: while it lives, the array can't grow (add()
+        # would raise BufferError), so it lives only for this line.
         hashes = np.frombuffer(self._hashes, dtype=np.uint64)
-        distances = np.bitwise_count(hashes ^ np.uint64(value))
+        try:
+            distances = np.bitwise_count(hashes ^ np.uint64(value))
+        finally:
+            del hashes
         close = np.flatnonzero(distances <= self.max_distance)
         order = close[np.argsort(distances[close], kind="stable")]
         found = [self._ids[i] for i in order if self._ids[i] != exclude]
