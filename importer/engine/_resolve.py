@@ -111,6 +111,8 @@ class Resolver:
         self._strings: dict[str, str] = {}
         self.deferred: list[tuple[EdgeKey, int]] = []
         """Edges held back for a later plan, with the seq of the plan they came from."""
+        self.pending_changed = False
+        """This run's plans stored or settled PendingEdge items."""
 
     # -- pending edges -------------------------------------------------------
 
@@ -271,6 +273,7 @@ class Resolver:
                 self._wait(plan, key, target)
                 continue
             if key in self.pending_keys:
+                self.pending_changed = True
                 self.pending_keys.discard(key)
                 plan.pending_resolved.append(key)
                 plan.delete_items.append(pending_edge_id(key))
@@ -311,6 +314,7 @@ class Resolver:
         self._store_pending(plan, key)
 
     def _store_pending(self, plan: Plan, key: EdgeKey) -> None:
+        self.pending_changed = True
         plan.pending_added.append(key)
         pending = PendingEdge(edgeSource=key[0], edgeName=key[1], edgeTarget=key[2])
         plan.create_items.append(pending.to_pod())

@@ -324,6 +324,34 @@ class _Run:
         async for page in pages:
             resolver.load_pending(page)
 
+    async def _settle_pending(self, resolver: Resolver) -> None:
+        """Create the loaded pending edges whose ends both exist now; drop their items."""
+        settle = await resolver.settle_pending()
+        if settle.has_writes() and not self.dry_run:
+            if settle.delete_items:
+                await self.client.bulk(delete_items=settle.delete_items)
+            await create_missing(
+                self.client,
+                [],
+                [{"_source": s, "_name": n, "_target": t} for s, n, t in settle.create_edges],
+            )
+            self.stats.edges_created += len(settle.create_edges)
+
+    async def _sweep_pending(self) -> int:
+        """Settle what the Pod holds as pending once more, at the end of a run.
+
+        Bulks refused and resent after an interrupted run (its items landed,
+        its checkpoint did not) can leave a PendingEdge whose edge another
+        bulk of this run created after all; read afresh from the Pod, such an
+        item goes now instead of at the start of the next run.  Called only
+        when this run stored or settled pending edges (a run that found
+        nothing new pays nothing); returns how many remain.
+        """
+        resolver = Resolver(self._bulk_search, cache_size=self.settings.cache_size)
+        await self._load_pending(resolver)
+        await self._settle_pending(resolver)
+        return resolver.pending_count()
+
     # -- the run -------------------------------------------------------------
 
     async def execute(self) -> RunResult:
@@ -436,16 +464,7 @@ class _Run:
                 checkpoint_delay=min(self.settings.checkpoint_delay, self.settings.flush_interval),
                 dry_run=self.dry_run,
             )
-            settle = await resolver.settle_pending()
-            if settle.has_writes() and not self.dry_run:
-                if settle.delete_items:
-                    await self.client.bulk(delete_items=settle.delete_items)
-                await create_missing(
-                    self.client,
-                    [],
-                    [{"_source": s, "_name": n, "_target": t} for s, n, t in settle.create_edges],
-                )
-                self.stats.edges_created += len(settle.create_edges)
+            await self._settle_pending(resolver)
             source_errors: list[Exception] = []
 
             async def run_source() -> None:
@@ -464,9 +483,13 @@ class _Run:
                 await self._plan_and_write(receive, builder, writer, ctx)
             await writer.finish()
             reporter.cancel()
-        self.stats.edges_pending = resolver.pending_count()
         if source_errors:
+            self.stats.edges_pending = resolver.pending_count()
             raise source_errors[0]
+        if resolver.pending_changed and not self.dry_run:
+            self.stats.edges_pending = await self._sweep_pending()
+        else:
+            self.stats.edges_pending = resolver.pending_count()
 
     async def _plan_and_write(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 from pydantic import BaseModel
@@ -106,3 +106,28 @@ class Flagger(Connector[NotesOptions]):
     def fetch(self, ctx: RunContext[NotesOptions]) -> Iterator[Record]:
         for i in range(ctx.options.start, ctx.options.count):
             yield Update(Note(externalId=f"note-{i}", starred=True))
+
+
+class LinkedElsewhere(Connector[NotesOptions]):
+    """Note 0 answering note 1; once the engine has stored that edge as
+    pending, another writer adds note 1 and the edge itself."""
+
+    name = "notes"
+    options_model = NotesOptions
+    item_types = (Note, Tag)
+
+    def __init__(self, other_writer: Any) -> None:
+        self.other_writer = other_writer
+
+    async def fetch(self, ctx: RunContext[NotesOptions]) -> AsyncIterator[Record]:
+        yield Note(externalId="note-0", title="Note 0")
+        yield Edge(note_id(0), "answers", note_id(1))
+        other = self.other_writer
+        for _ in range(200):  # the Pod is asked: no event to wait for
+            if await other.search({"type": "PendingEdge", "deleted": False}):
+                break
+            await anyio.sleep(0.05)
+        else:
+            raise TimeoutError("the engine stored no PendingEdge within 10 s")
+        await other.create_item(Note(externalId="note-1", title="from elsewhere").to_pod())
+        await other.create_edge(note_id(0), note_id(1), "answers")

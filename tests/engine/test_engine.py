@@ -14,7 +14,7 @@ from importer.engine import EngineSettings, RunLocked
 from importer.model import derive_id
 from importer.testing import check_connector, local_pod, run_connector, snapshot
 
-from .connectors import AsyncNotes, Flagger, Note, SyncNotes, Tag, note_id
+from .connectors import AsyncNotes, Flagger, LinkedElsewhere, Note, SyncNotes, Tag, note_id
 
 SMALL = EngineSettings(batch_records=40, max_in_flight=3, flush_interval=0.2)
 
@@ -184,6 +184,22 @@ async def test_pending_edge_is_created_when_another_source_adds_the_target(
         snap = await snapshot(pod)
         assert (note_id(9), "answers", note_id(10)) in snap.edges
         assert await pod.search({"type": "PendingEdge", "deleted": False}) == []
+
+
+async def test_a_pending_edge_linked_elsewhere_during_the_run_is_settled_at_its_end(
+    over_socket: bool, tmp_path: Path
+) -> None:
+    async with pod_for(tmp_path, over_socket) as pod:
+        # Records shipped one by one: the source waits after its first two.
+        settings = EngineSettings(batch_records=40, flush_interval=0.2, source_chunk=1)
+        result = await run_connector(
+            LinkedElsewhere(pod), {}, client=pod, data_dir=tmp_path, settings=settings
+        )
+        assert result.error is None
+        snap = await snapshot(pod)
+        assert snap.edges[(note_id(0), "answers", note_id(1))] == 1
+        assert await pod.search({"type": "PendingEdge", "deleted": False}) == []
+        assert result.stats.edges_pending == 0
 
 
 async def test_run_is_recorded_in_the_pod(over_socket: bool, tmp_path: Path) -> None:
