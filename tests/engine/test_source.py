@@ -100,3 +100,45 @@ async def test_a_failing_source_ships_what_came_before_the_failure() -> None:
         async for chunk in receive:
             got.extend(chunk)
     assert got == list(range(700))
+
+
+async def test_an_async_source_that_waits_has_its_records_shipped_meanwhile() -> None:
+    """flush_interval holds for async sources: records don't wait for the next one."""
+    send, receive = anyio.create_memory_object_stream[list[int]](10)
+    first_arrived = anyio.Event()
+
+    async def numbers() -> AsyncIterator[int]:
+        yield 1
+        yield 2
+        await first_arrived.wait()  # only the pump's timer can ship 1 and 2 now
+        yield 3
+
+    got: list[int] = []
+
+    async def consume() -> None:
+        async with receive:
+            async for chunk in receive:
+                got.extend(chunk)
+                first_arrived.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await pump(numbers(), send, 256)
+    assert got == [1, 2, 3]
+
+
+async def test_a_failing_async_source_ships_what_came_before_the_failure() -> None:
+    async def numbers() -> AsyncIterator[int]:
+        for n in range(700):
+            yield n
+        raise ValueError("source broke")
+
+    send, receive = anyio.create_memory_object_stream[list[int]](100)
+    with pytest.raises(ValueError, match="source broke"):
+        await pump(numbers(), send, 256)
+    got: list[int] = []
+    async with receive:
+        async for chunk in receive:
+            got.extend(chunk)
+    assert got == list(range(700))
