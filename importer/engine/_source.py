@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 import anyio.from_thread
@@ -20,6 +20,7 @@ from anyio.abc import ObjectSendStream
 from ..model import Record
 
 Chunk = list[Record]
+Produced = TypeVar("Produced")
 
 _CHUNK_SECONDS = 0.05
 
@@ -39,7 +40,7 @@ async def pump(
             raise TypeError("fetch() must return a generator (sync or async)")
 
 
-class _Pump:
+class _Pump(Generic[Produced]):
     """Records queue up; the producer ships full chunks, a timer partial ones.
 
     The timer in the event loop ships what is queued every ``_CHUNK_SECONDS``,
@@ -52,7 +53,8 @@ class _Pump:
     fails has what it yielded before shipped first, then its error raised.
     """
 
-    def __init__(self, send: ObjectSendStream[Chunk], chunk_size: int) -> None:
+    def __init__(self, produced: Produced, send: ObjectSendStream[Chunk], chunk_size: int) -> None:
+        self.produced = produced
         self.send = send
         self.chunk_size = chunk_size
         self._queue: deque[Record] = deque()
@@ -92,14 +94,8 @@ class _Pump:
             raise failure
 
 
-class _SyncPump(_Pump):
+class _SyncPump(_Pump[Iterator[Record]]):
     """A sync generator, run in a worker thread."""
-
-    def __init__(
-        self, produced: Iterator[Record], send: ObjectSendStream[Chunk], chunk_size: int
-    ) -> None:
-        super().__init__(send, chunk_size)
-        self.produced = produced
 
     async def _drain(self) -> None:
         await anyio.to_thread.run_sync(self._drain_in_thread)
@@ -120,14 +116,8 @@ class _SyncPump(_Pump):
                 close()
 
 
-class _AsyncPump(_Pump):
+class _AsyncPump(_Pump[AsyncIterator[Record]]):
     """An async generator, run in the event loop."""
-
-    def __init__(
-        self, produced: AsyncIterator[Record], send: ObjectSendStream[Chunk], chunk_size: int
-    ) -> None:
-        super().__init__(send, chunk_size)
-        self.produced = produced
 
     async def _drain(self) -> None:
         queue, chunk_size = self._queue, self.chunk_size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -87,21 +88,6 @@ async def test_an_async_source_arrives_in_order() -> None:
     assert [n for chunk in chunks for n in chunk] == list(range(3_000))
 
 
-async def test_a_failing_source_ships_what_came_before_the_failure() -> None:
-    def numbers() -> Iterator[int]:
-        yield from range(700)
-        raise ValueError("source broke")
-
-    send, receive = anyio.create_memory_object_stream[list[int]](100)
-    with pytest.raises(ValueError, match="source broke"):
-        await pump(numbers(), send, 256)
-    got: list[int] = []
-    async with receive:
-        async for chunk in receive:
-            got.extend(chunk)
-    assert got == list(range(700))
-
-
 async def test_an_async_source_that_waits_has_its_records_shipped_meanwhile() -> None:
     """flush_interval holds for async sources: records don't wait for the next one."""
     send, receive = anyio.create_memory_object_stream[list[int]](10)
@@ -128,12 +114,19 @@ async def test_an_async_source_that_waits_has_its_records_shipped_meanwhile() ->
     assert got == [1, 2, 3]
 
 
-async def test_a_failing_async_source_ships_what_came_before_the_failure() -> None:
-    async def numbers() -> AsyncIterator[int]:
-        for n in range(700):
-            yield n
-        raise ValueError("source broke")
+def _failing_sync() -> Iterator[int]:
+    yield from range(700)
+    raise ValueError("source broke")
 
+
+async def _failing_async() -> AsyncIterator[int]:
+    for n in range(700):
+        yield n
+    raise ValueError("source broke")
+
+
+@pytest.mark.parametrize("numbers", [_failing_sync, _failing_async], ids=["sync", "async"])
+async def test_a_failing_source_ships_what_came_before_the_failure(numbers: Any) -> None:
     send, receive = anyio.create_memory_object_stream[list[int]](100)
     with pytest.raises(ValueError, match="source broke"):
         await pump(numbers(), send, 256)
