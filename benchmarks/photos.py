@@ -49,7 +49,7 @@ import anyio
 import numpy as np
 from PIL import ExifTags, Image
 
-from importer.model import derive_id
+from importer import File
 from importer.pod import open_embedded_client
 
 from ._common import (
@@ -182,10 +182,7 @@ async def _upload_all(directory: Path, uploads: list[tuple[Path | bytes, str]]) 
     """What the import sends besides its records: each File item, then its
     content, as many uploads at a time as the engine's default
     ``upload_concurrency``."""
-    items = [
-        {"id": derive_id("File", sha), "type": "File", "sha256": sha}
-        for sha in dict.fromkeys(sha for _, sha in uploads)
-    ]
+    items = [File(sha256=sha).to_pod() for sha in dict.fromkeys(sha for _, sha in uploads)]
     async with open_embedded_client(directory) as client:
         await client.create_account()
         for start in range(0, len(items), 1000):
