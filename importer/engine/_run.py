@@ -483,13 +483,12 @@ class _Run:
                 await self._plan_and_write(receive, builder, writer, ctx)
             await writer.finish()
             reporter.cancel()
-        if source_errors:
-            self.stats.edges_pending = resolver.pending_count()
-            raise source_errors[0]
-        if resolver.pending_changed and not self.dry_run:
+        if resolver.pending_changed and not (source_errors or self.dry_run):
             self.stats.edges_pending = await self._sweep_pending()
         else:
             self.stats.edges_pending = resolver.pending_count()
+        if source_errors:
+            raise source_errors[0]
 
     async def _plan_and_write(
         self,
