@@ -96,19 +96,29 @@ def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 async def create_missing(
-    client: Any, items: list[dict[str, Any]], edges: list[dict[str, str]], *, tries: int = 3
+    client: Any,
+    items: list[dict[str, Any]],
+    edges: list[dict[str, str]],
+    *,
+    delete_items: list[str] | None = None,
+    tries: int = 3,
 ) -> None:
     """Create ``items`` then ``edges`` in one bulk, minus what the Pod already has.
 
     A bulk retried after its answer was lost conflicts (409) although it was
     applied; asking the Pod what exists and sending only the rest makes these
-    set-up writes idempotent.
+    set-up writes idempotent.  ``delete_items`` go in the same bulk, resent
+    as they are (deleting a deleted item changes nothing).
     """
     for attempt in range(tries):
-        if not items and not edges:
+        if not items and not edges and not delete_items:
             return
         try:
-            await client.bulk(create_items=items or None, create_edges=edges or None)
+            await client.bulk(
+                create_items=items or None,
+                delete_items=delete_items or None,
+                create_edges=edges or None,
+            )
             return
         except PodConflict:
             if attempt == tries - 1:
@@ -328,12 +338,12 @@ class _Run:
         """Create the loaded pending edges whose ends both exist now; drop their items."""
         settle = await resolver.settle_pending()
         if settle.has_writes() and not self.dry_run:
-            if settle.delete_items:
-                await self.client.bulk(delete_items=settle.delete_items)
+            # One bulk: a PendingEdge item goes only together with its edge.
             await create_missing(
                 self.client,
                 [],
                 [{"_source": s, "_name": n, "_target": t} for s, n, t in settle.create_edges],
+                delete_items=settle.delete_items,
             )
             self.stats.edges_created += len(settle.create_edges)
 

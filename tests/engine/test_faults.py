@@ -16,7 +16,7 @@ from importer.pod import ClientAuth, PodClient, PodUnavailable, RetryPolicy, loa
 from importer.pod.local import running_pod
 from importer.testing import local_pod, run_connector, snapshot
 
-from .connectors import SyncNotes
+from .connectors import Note, SyncNotes, note_id
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -79,6 +79,66 @@ class FaultyPod:
         await anyio.sleep(self.stall)
         for message in held:
             await send(message)
+
+
+class DiesAfterDeleting:
+    """Once armed, applies the first bulk that deletes items, then is down for good.
+
+    The bulk's answer is lost and every later data call gets a 503: the run
+    that sent it fails right there, as if the Pod had died after committing.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.armed = False
+        self.down = False
+        self.applied: list[bytes] = []
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not self.armed or "/v4/" not in path:
+            await self.app(scope, receive, send)
+            return
+        if self.down:
+            await _unavailable(send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        if not (path.endswith("/bulk") and b'"deleteItems"' in body):
+            await self.app(scope, replay, send)
+            return
+
+        async def lost(message: Message) -> None:
+            pass
+
+        await self.app(scope, replay, lost)
+        self.applied.append(body)
+        self.down = True
+        await _unavailable(send)
+
+
+async def _unavailable(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [(b"retry-after", b"0"), (b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b'{"error": "the Pod died"}'})
 
 
 def _client(url: str, data_dir: Path, retry: RetryPolicy, timeout: float) -> PodClient:
@@ -170,3 +230,46 @@ async def test_unreachable_pod_raises_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(PodUnavailable) as caught:
             await run_connector(SyncNotes(), {"count": 3}, client=client, data_dir=tmp_path)
     assert "b" * 64 not in str(caught.value)
+
+
+async def test_settling_pending_edges_loses_none_when_the_pod_dies_after_one_bulk(
+    tmp_path: Path,
+) -> None:
+    """A run's start links pending edges whose targets arrived elsewhere; the
+    Pod dies right after the first bulk that deletes PendingEdge items.
+    Whatever that bulk held, every edge is in the Pod after the next run."""
+    data_dir = tmp_path / "dies"
+    options = {"count": 10, "parent_offset": 1}
+    settings = EngineSettings(batch_records=40, flush_interval=0.2)
+    async with local_pod(data_dir):
+        pass
+    pods: list[DiesAfterDeleting] = []
+
+    def wrap(app: Any) -> Any:
+        pods.append(DiesAfterDeleting(app))
+        return pods[0]
+
+    retry = RetryPolicy(max_attempts=3, max_elapsed=1.0, initial_backoff=0.01, max_backoff=0.05)
+    with running_pod(data_dir, wrap=wrap) as url:
+        async with _client(url, data_dir, retry, timeout=2.0) as client:
+
+            async def run() -> Any:
+                return await run_connector(
+                    SyncNotes(), options, client=client, data_dir=data_dir, settings=settings
+                )
+
+            first = await run()
+            assert first.error is None and first.stats.edges_pending == 1
+            # The edge's target arrives from elsewhere; the next run's start links it.
+            await client.create_item(Note(externalId="note-10", title="from elsewhere").to_pod())
+            pods[0].armed = True
+            dying = await run()
+            assert dying.status == "failed"
+            assert pods[0].applied, "the Pod never died: no bulk deleted items"
+            pods[0].armed = False
+            again = await run()
+            assert again.error is None
+            snap = await snapshot(client)
+            pending = await client.search({"type": "PendingEdge", "deleted": False})
+    assert (note_id(9), "answers", note_id(10)) in snap.edges
+    assert pending == []
