@@ -38,6 +38,8 @@ class NotesOptions(BaseModel):
     with_files: bool = False
     parent_offset: int = 0
     """Link note i to note i+offset ('answers') — a target that comes later."""
+    quoted_by_offset: int = 0
+    """Link note i+offset to note i ('quotes') — a source that comes later."""
     start: int = 0
     delay: float = 0.0
 
@@ -58,6 +60,8 @@ def _records(options: NotesOptions, start: int) -> Iterator[Record]:
         yield Edge(note, "tag", Tag(name=f"tag-{i % options.tags}"))
         if options.parent_offset:
             yield Edge(note, "answers", note_id(i + options.parent_offset))
+        if options.quoted_by_offset:
+            yield Edge(note_id(i + options.quoted_by_offset), "quotes", note)
         if options.with_files:
             payload = File.payload(f"attachment of note {i % 7}".encode(), filename=f"n{i % 7}.txt")
             yield payload

@@ -186,6 +186,30 @@ async def test_pending_edge_is_created_when_another_source_adds_the_target(
         assert await pod.search({"type": "PendingEdge", "deleted": False}) == []
 
 
+async def test_a_pending_edge_whose_source_comes_in_a_later_run_lands_in_that_run(
+    over_socket: bool, tmp_path: Path
+) -> None:
+    async with pod_for(tmp_path, over_socket) as pod:
+        # Note 5 quotes note 4: the edge's source is not in the Pod yet.
+        first = await run_connector(
+            SyncNotes(),
+            {"count": 5, "quoted_by_offset": 1},
+            client=pod,
+            data_dir=tmp_path,
+            settings=SMALL,
+        )
+        assert first.stats.edges_pending == 1
+        # The next run brings note 5 and nothing else that is pending.
+        second = await run_connector(
+            SyncNotes(), {"count": 6}, client=pod, data_dir=tmp_path, settings=SMALL
+        )
+        assert second.error is None
+        snap = await snapshot(pod)
+        assert (note_id(5), "quotes", note_id(4)) in snap.edges
+        assert await pod.search({"type": "PendingEdge", "deleted": False}) == []
+        assert second.stats.edges_pending == 0
+
+
 async def test_a_pending_edge_linked_elsewhere_during_the_run_is_settled_at_its_end(
     over_socket: bool, tmp_path: Path
 ) -> None:
