@@ -30,6 +30,13 @@ def pod_for(tmp_path: Path, over_socket: bool) -> Any:
     return local_pod(tmp_path / "pod", over_socket=over_socket)
 
 
+async def import_notes(pod: Any, tmp_path: Path, options: dict[str, Any], **kwargs: Any) -> Any:
+    """A run of the notes connector into ``pod`` with the small test settings."""
+    return await run_connector(
+        SyncNotes(), options, client=pod, data_dir=tmp_path, settings=SMALL, **kwargs
+    )
+
+
 @pytest.mark.parametrize("connector", [SyncNotes(), AsyncNotes()], ids=["sync", "async"])
 async def test_first_run_lands_everything_and_second_run_nothing(
     over_socket: bool, tmp_path: Path, connector: Any
@@ -65,11 +72,9 @@ async def test_first_run_lands_everything_and_second_run_nothing(
 async def test_full_refresh_rescans_without_duplicating(over_socket: bool, tmp_path: Path) -> None:
     async with pod_for(tmp_path, over_socket) as pod:
         options = {"count": 60}
-        await run_connector(SyncNotes(), options, client=pod, data_dir=tmp_path, settings=SMALL)
+        await import_notes(pod, tmp_path, options)
         before = await snapshot(pod)
-        again = await run_connector(
-            SyncNotes(), options, client=pod, data_dir=tmp_path, settings=SMALL, full_refresh=True
-        )
+        again = await import_notes(pod, tmp_path, options, full_refresh=True)
         assert again.stats.created == 0
         assert again.stats.unchanged >= 60
         assert (await snapshot(pod)).comparable() == before.comparable()
@@ -79,16 +84,12 @@ async def test_checkpoint_lives_on_the_account_and_resumes(
     over_socket: bool, tmp_path: Path
 ) -> None:
     async with pod_for(tmp_path, over_socket) as pod:
-        await run_connector(
-            SyncNotes(), {"count": 30}, client=pod, data_dir=tmp_path, settings=SMALL
-        )
+        await import_notes(pod, tmp_path, {"count": 30})
         account = await pod.get_item(derive_id("Account", "notes", "test"))
         assert account is not None and account["isMe"] is True
         assert json.loads(account["importerState"]) == {"notes": {"default": {"next": 30}}}
         # More data at the source: only the new notes are fetched and created.
-        result = await run_connector(
-            SyncNotes(), {"count": 45}, client=pod, data_dir=tmp_path, settings=SMALL
-        )
+        result = await import_notes(pod, tmp_path, {"count": 45})
         assert result.stats.created == 15
         account = await pod.get_item(derive_id("Account", "notes", "test"))
         assert json.loads(account["importerState"])["notes"]["default"] == {"next": 45}
@@ -98,16 +99,9 @@ async def test_changed_mutable_properties_update_existing_items(
     over_socket: bool, tmp_path: Path
 ) -> None:
     async with pod_for(tmp_path, over_socket) as pod:
-        await run_connector(
-            SyncNotes(), {"count": 20}, client=pod, data_dir=tmp_path, settings=SMALL
-        )
-        result = await run_connector(
-            SyncNotes(),
-            {"count": 20, "starred_every": 5},
-            client=pod,
-            data_dir=tmp_path,
-            settings=SMALL,
-            full_refresh=True,
+        await import_notes(pod, tmp_path, {"count": 20})
+        result = await import_notes(
+            pod, tmp_path, {"count": 20, "starred_every": 5}, full_refresh=True
         )
         assert result.stats.updated == 4 and result.stats.created == 0
         starred = await pod.search({"type": "Note", "starred": True})
@@ -118,9 +112,7 @@ async def test_changed_mutable_properties_update_existing_items(
 
 async def test_update_records_never_create_items(over_socket: bool, tmp_path: Path) -> None:
     async with pod_for(tmp_path, over_socket) as pod:
-        await run_connector(
-            SyncNotes(), {"count": 5}, client=pod, data_dir=tmp_path, settings=SMALL
-        )
+        await import_notes(pod, tmp_path, {"count": 5})
         result = await run_connector(
             Flagger(), {"count": 8}, client=pod, data_dir=tmp_path, settings=SMALL
         )
@@ -135,9 +127,7 @@ async def test_edges_to_items_that_come_later_wait_and_land(
     async with pod_for(tmp_path, over_socket) as pod:
         # note i answers note i+3: for the last three the target never comes in run 1.
         options = {"count": 30, "parent_offset": 3}
-        first = await run_connector(
-            SyncNotes(), options, client=pod, data_dir=tmp_path, settings=SMALL
-        )
+        first = await import_notes(pod, tmp_path, options)
         assert first.error is None
         snap = await snapshot(pod)
         answers = snap.edges_named("answers")
@@ -146,13 +136,7 @@ async def test_edges_to_items_that_come_later_wait_and_land(
         pending = await pod.search({"type": "PendingEdge", "deleted": False})
         assert sorted(p["edgeTarget"] for p in pending) == sorted(note_id(i) for i in (30, 31, 32))
         # The targets arrive in a later run: the waiting edges are created then.
-        await run_connector(
-            SyncNotes(),
-            {"count": 40, "parent_offset": 3},
-            client=pod,
-            data_dir=tmp_path,
-            settings=SMALL,
-        )
+        await import_notes(pod, tmp_path, {"count": 40, "parent_offset": 3})
         snap = await snapshot(pod)
         assert len(snap.edges_named("answers")) == 37
         assert (note_id(29), "answers", note_id(32)) in snap.edges
@@ -165,22 +149,10 @@ async def test_pending_edge_is_created_when_another_source_adds_the_target(
     over_socket: bool, tmp_path: Path
 ) -> None:
     async with pod_for(tmp_path, over_socket) as pod:
-        await run_connector(
-            SyncNotes(),
-            {"count": 10, "parent_offset": 1},
-            client=pod,
-            data_dir=tmp_path,
-            settings=SMALL,
-        )
+        await import_notes(pod, tmp_path, {"count": 10, "parent_offset": 1})
         await pod.create_item(Note(externalId="note-10", title="from elsewhere").to_pod())
         # Nothing new at the source, but the run settles what now can be linked.
-        await run_connector(
-            SyncNotes(),
-            {"count": 10, "parent_offset": 1},
-            client=pod,
-            data_dir=tmp_path,
-            settings=SMALL,
-        )
+        await import_notes(pod, tmp_path, {"count": 10, "parent_offset": 1})
         snap = await snapshot(pod)
         assert (note_id(9), "answers", note_id(10)) in snap.edges
         assert await pod.search({"type": "PendingEdge", "deleted": False}) == []
@@ -191,18 +163,10 @@ async def test_a_pending_edge_whose_source_comes_in_a_later_run_lands_in_that_ru
 ) -> None:
     async with pod_for(tmp_path, over_socket) as pod:
         # Note 5 quotes note 4: the edge's source is not in the Pod yet.
-        first = await run_connector(
-            SyncNotes(),
-            {"count": 5, "quoted_by_offset": 1},
-            client=pod,
-            data_dir=tmp_path,
-            settings=SMALL,
-        )
+        first = await import_notes(pod, tmp_path, {"count": 5, "quoted_by_offset": 1})
         assert first.stats.edges_pending == 1
         # The next run brings note 5 and nothing else that is pending.
-        second = await run_connector(
-            SyncNotes(), {"count": 6}, client=pod, data_dir=tmp_path, settings=SMALL
-        )
+        second = await import_notes(pod, tmp_path, {"count": 6})
         assert second.error is None
         snap = await snapshot(pod)
         assert (note_id(5), "quotes", note_id(4)) in snap.edges
@@ -228,9 +192,7 @@ async def test_a_pending_edge_linked_elsewhere_during_the_run_is_settled_at_its_
 
 async def test_run_is_recorded_in_the_pod(over_socket: bool, tmp_path: Path) -> None:
     async with pod_for(tmp_path, over_socket) as pod:
-        result = await run_connector(
-            SyncNotes(), {"count": 12}, client=pod, data_dir=tmp_path, settings=SMALL
-        )
+        result = await import_notes(pod, tmp_path, {"count": 12})
         run = await pod.get_item(result.run_id)
         assert run["status"] == "done" and run["createdCount"] == result.stats.created
         assert run["startDate"] <= run["endDate"]
@@ -267,13 +229,7 @@ async def test_second_concurrent_run_for_an_account_is_refused(
         outcome: dict[str, Any] = {}
 
         async def slow() -> None:
-            outcome["slow"] = await run_connector(
-                SyncNotes(),
-                {"count": 20, "delay": 0.05},
-                client=pod,
-                data_dir=tmp_path,
-                settings=SMALL,
-            )
+            outcome["slow"] = await import_notes(pod, tmp_path, {"count": 20, "delay": 0.05})
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(slow)
