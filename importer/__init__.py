@@ -3,6 +3,7 @@
 The public SDK for connector authors lives here; everything else is internal.
 """
 
+from . import _httpx  # noqa: F401  (first: httpx without its command-line client)
 from .connector import Connector, ConnectorNotFound, load_connector, load_connectors
 from .context import InteractionRequired, RunContext, SkippedRecord
 from .model import Checkpoint, DateTime, Edge, FilePayload, Item, Record, Update, derive_id

@@ -22,8 +22,14 @@ def config_file(tmp_path: Path) -> Path:
 
 
 def importer(
-    *args: str, tmp_path: Path, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    python_args: tuple[str, ...] = ("-m", "importer"),
 ) -> subprocess.CompletedProcess[str]:
+    """``python -m importer ARGS`` (or ``python PYTHON_ARGS ARGS``) with its
+    data, config and home under ``tmp_path``."""
     full_env = {
         **os.environ,
         "IMPORTER_DATA_DIR": str(tmp_path / "data"),
@@ -32,7 +38,7 @@ def importer(
         **(env or {}),
     }
     return subprocess.run(
-        [sys.executable, "-m", "importer", *args],
+        [sys.executable, *python_args, *args],
         capture_output=True,
         text=True,
         env=full_env,
@@ -60,6 +66,32 @@ def test_run_email_mbox_then_nothing_new(tmp_path: Path) -> None:
     assert len(search(tmp_path, "--type", "EmailMessage")) == len(messages)
     # The key file is the owner's alone.
     assert (tmp_path / "data" / "keys.json").stat().st_mode & 0o777 == 0o600
+
+
+_NOT_NEEDED_TO_RUN = ("click", "uvicorn", "httpx._main")
+"""Modules an embedded run must not load: httpx's own command-line client and
+the ASGI server (each costs start-up time a cron run pays every time)."""
+
+_PROBE = (
+    "import importlib, sys\n"
+    "from importer.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    f"print('LOADED', sorted(m for m in {_NOT_NEEDED_TO_RUN!r} if m in sys.modules))\n"
+    "print('CLI MODULE', callable(importlib.import_module('httpx._main').main))\n"
+    "raise SystemExit(code)\n"
+)
+
+
+def test_an_embedded_run_loads_no_server_and_no_http_command_line(tmp_path: Path) -> None:
+    for run in range(2):
+        done = importer(
+            "run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path, python_args=("-c", _PROBE)
+        )
+        assert done.returncode == 0, done.stderr
+        assert "LOADED []" in done.stdout, (run, done.stdout)
+        # Hidden only while httpx was first imported: still importable after.
+        assert "CLI MODULE True" in done.stdout
+    assert len(search(tmp_path, "--type", "EmailMessage")) >= 10
 
 
 def test_pod_search_filters_and_limits(tmp_path: Path) -> None:

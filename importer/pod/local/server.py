@@ -1,6 +1,8 @@
 """Running the local Pod under uvicorn: blocking, or in a background thread.
 
 uvicorn's access log is off: an ``upload_file`` URL carries the database key.
+uvicorn (and the click it imports) is loaded only when a server starts: the
+embedded Pod, in every ``importer run``, never needs it.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import uvicorn
+from typing import TYPE_CHECKING, Any
 
 from .app import create_app
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["running_pod", "serve"]
 
 
-def _config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
-    return uvicorn.Config(
+def _server(app: Any, host: str, port: int, log_level: str) -> uvicorn.Server:
+    import uvicorn
+
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -30,6 +35,7 @@ def _config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
         server_header=False,
         timeout_graceful_shutdown=5,
     )
+    return uvicorn.Server(config)
 
 
 def serve(
@@ -50,7 +56,7 @@ def serve(
         Path(data_dir), plugins=plugins, plugin_address=_own_address(host, port), **app_options
     )
     try:
-        uvicorn.Server(_config(app, host, port, log_level)).run()
+        _server(app, host, port, log_level).run()
     except KeyboardInterrupt:
         # uvicorn re-raises Ctrl-C after its graceful shutdown (stores closed).
         return
@@ -96,7 +102,7 @@ def running_pod(
     bound_port = sock.getsockname()[1]
     if launcher is not None and launcher.address is None:
         launcher.address = _own_address(host, bound_port)
-    server = uvicorn.Server(_config(app, host, bound_port, log_level))
+    server = _server(app, host, bound_port, log_level)
     failure: list[BaseException] = []
 
     def run() -> None:
