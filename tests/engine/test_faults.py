@@ -59,14 +59,7 @@ class FaultyPod:
 
     async def _refuse(self, send: Send, status: int) -> None:
         self.injected[str(status)] += 1
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"retry-after", b"0"), (b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b'{"error": "injected fault"}'})
+        await _refusal(send, status, b'{"error": "injected fault"}')
 
     async def _apply_then_stall(self, scope: Message, receive: Receive, send: Send) -> None:
         self.injected["lost"] += 1
@@ -131,14 +124,19 @@ class DiesAfterDeleting:
 
 
 async def _unavailable(send: Send) -> None:
+    await _refusal(send, 503, b'{"error": "the Pod died"}')
+
+
+async def _refusal(send: Send, status: int, body: bytes) -> None:
+    """An answer of ``status`` asking to retry at once; the request is not applied."""
     await send(
         {
             "type": "http.response.start",
-            "status": 503,
+            "status": status,
             "headers": [(b"retry-after", b"0"), (b"content-type", b"application/json")],
         }
     )
-    await send({"type": "http.response.body", "body": b'{"error": "the Pod died"}'})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _client(url: str, data_dir: Path, retry: RetryPolicy, timeout: float) -> PodClient:
