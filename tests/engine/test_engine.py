@@ -289,6 +289,7 @@ async def test_connector_stores_refreshed_tokens_on_its_account(tmp_path: Path) 
         result = await run_connector(Refreshing(), {}, client=pod, data_dir=tmp_path)
         assert result.error is None
         account = await pod.get_item(result.account_id)
+    assert account is not None
     assert account["accessToken"] == "fresh-token"
     assert account["refreshToken"] == "next-refresh"
     assert "fresh-token" not in result.summary()

@@ -176,7 +176,9 @@ async def test_import_is_exact_through_a_flaky_pod(tmp_path: Path) -> None:
             injected = dict(faults[0].injected)
             assert result.error is None
             landed = (await snapshot(client)).comparable()
+            assert result.run_id is not None
             run = await client.get_item(result.run_id)
+    assert run is not None
     assert injected["503"] >= 3 and injected["429"] >= 3 and injected["lost"] >= 3, injected
     assert landed == reference
     assert result.retries >= sum(injected.values()) - 3  # the last few may hit the run record

@@ -70,7 +70,7 @@ async def test_a_slow_consumer_holds_the_source_back() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(consume)
-        await pump(numbers(), send, 100)
+        await pump(numbers(), send, 100)  # type: ignore[arg-type]
     assert seen == list(range(5_000))
     # One chunk being consumed, one in the stream, one being filled, plus
     # what the timer took: never the whole source.
@@ -110,7 +110,7 @@ async def test_an_async_source_that_waits_has_its_records_shipped_meanwhile() ->
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(consume)
-            await pump(numbers(), send, 256)
+            await pump(numbers(), send, 256)  # type: ignore[arg-type]
     assert got == [1, 2, 3]
 
 
@@ -129,7 +129,7 @@ async def _failing_async() -> AsyncIterator[int]:
 async def test_a_failing_source_ships_what_came_before_the_failure(numbers: Any) -> None:
     send, receive = anyio.create_memory_object_stream[list[int]](100)
     with pytest.raises(ValueError, match="source broke"):
-        await pump(numbers(), send, 256)
+        await pump(numbers(), send, 256)  # type: ignore[arg-type]
     got: list[int] = []
     async with receive:
         async for chunk in receive:
