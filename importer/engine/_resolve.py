@@ -123,8 +123,7 @@ class Resolver:
                 continue
             key = (item.get("edgeSource"), item.get("edgeName"), item.get("edgeTarget"))
             if all(isinstance(part, str) for part in key):
-                self.pending_keys.add(key)  # type: ignore[arg-type]
-                self.waiting.setdefault(key[2], set()).add(key)  # type: ignore[arg-type]
+                self._file_pending(key)  # type: ignore[arg-type]
 
     def pending_count(self) -> int:
         return len(self.pending_keys)
@@ -412,5 +411,17 @@ class Resolver:
                 # item after this one: the resent plan must still store it.
                 self._recreate.append(key)
         for key in plan.pending_resolved:
-            self.pending_keys.add(key)
-            self.waiting.setdefault(key[2], set()).add(key)
+            self._file_pending(key)
+
+    def _file_pending(self, key: EdgeKey) -> None:
+        """A stored pending edge, waiting for either end: which one is missing is not known.
+
+        Filed under its target only, an edge whose source was the missing
+        end stayed pending when a refused plan's batch was resolved again
+        (its source, in that batch, found nothing waiting for it).  A stale
+        entry under the end that exists costs one more look when that item
+        comes again: the edge is then known, or asked about.
+        """
+        self.pending_keys.add(key)
+        for end in (key[0], key[2]):
+            self.waiting.setdefault(end, set()).add(key)

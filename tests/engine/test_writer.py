@@ -308,3 +308,34 @@ async def test_only_one_unacknowledged_bulk_carries_a_checkpoint() -> None:
 
     written = [c for c in map(_checkpoint_of, pod.bulks) if c is not None]
     assert written == sorted(written) and written[-1] == 5
+
+
+async def test_a_refused_plan_that_settled_a_pending_edge_settles_it_again_when_resent() -> None:
+    """Whichever end was missing, resolving the refused batch again creates the edge."""
+    for missing_end in ("source", "target"):
+        resolver = Resolver(_nothing_exists, cache_size=100)
+        builder = BatchBuilder("t", {}, max_records=100, max_bytes=1 << 20)
+        present, late = Note(externalId="present"), Note(externalId="late")
+        # Ends given as ids: an item end would be created with the edge.
+        ends = [late.ensure_id(), present.ensure_id()]
+        if missing_end == "target":
+            ends.reverse()
+        key = (ends[0], "quotes", ends[1])
+        edge = Edge(*key)
+        builder.add(present)
+        builder.add(edge)
+        first = await resolver.resolve(builder.take())
+        assert first.pending_added == [key] and first.create_edges == []
+        resolver.acknowledged(first)
+
+        builder.add(late)
+        settling = await resolver.resolve(builder.take())
+        assert settling.create_edges == [key], missing_end
+        assert settling.pending_resolved == [key]
+        # The Pod refused the bulk: nothing of it was stored, the
+        # PendingEdge item included.  The writer resolves the batch again.
+        resolver.forget(settling)
+        resent = await resolver.resolve(settling.batch, settling.carried)
+        assert resent.create_edges == [key], missing_end
+        assert resent.delete_items == settling.delete_items
+        assert resolver.pending_count() == 0
