@@ -13,11 +13,12 @@ _MISSING = object()
 
 
 def key_digest(key: Key) -> bytes:
-    """Bytes standing for the key: ids and edge triples cost the same, little, memory.
+    """16 bytes standing for the key: ids and edge triples cost the same, little, memory.
 
     The engine's own ids are 32 hex digits: those are their own exact 16-byte
-    digest, and an edge between two of them is exactly its two ends' bytes
-    plus its name.  Anything else is hashed to 16 bytes.
+    digest.  Anything else, edges included, is hashed to 16 bytes: an edge's
+    exact bytes (its ends' 32 and its name) took 71 bytes a key instead of 49
+    and saved 0.07 us of hashing, and edges are most of what a run remembers.
     """
     if isinstance(key, str):
         if len(key) == 32:
@@ -27,12 +28,6 @@ def key_digest(key: Key) -> bytes:
                 pass
         text = key
     else:
-        if len(key) == 3 and len(key[0]) == 32 and len(key[2]) == 32:
-            try:
-                # 32 bytes and more: never equal to a 16-byte digest.
-                return bytes.fromhex(key[0] + key[2]) + key[1].encode()
-            except ValueError:
-                pass
         text = "\x00".join(key)
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
