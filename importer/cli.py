@@ -25,6 +25,7 @@ from . import __version__
 from ._accounts import RunTarget
 from ._connect import open_pod
 from ._logging import setup_logging
+from ._malloc import tune_malloc
 from ._plugin import PluginSetupError, is_plugin_mode, run_as_plugin
 from .config import AccountConfig, Config, ConfigError, format_validation_error, load_config
 from .connector import Connector, ConnectorNotFound, load_connector, load_connectors
@@ -465,6 +466,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_malloc()  # before any thread allocates
     args = _parser().parse_args(argv)
     setup_logging(args.log_format, verbose=args.verbose)
     started = time.monotonic()
