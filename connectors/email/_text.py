@@ -7,7 +7,6 @@ import re
 
 __all__ = ["clean_text", "decode_bytes", "fix_surrogates"]
 
-_FALLBACK_CHARSETS = ("utf-8", "cp1252", "latin-1")
 _CHARSET_ALIASES = {
     "unknown-8bit": None,
     "x-unknown": None,
@@ -40,21 +39,42 @@ def _codec(charset: str | None) -> str | None:
 
 
 def decode_bytes(data: bytes, charset: str | None = None) -> str:
-    """Decode ``data`` with its declared charset, falling back to UTF-8, cp1252, latin-1.
+    """Decode ``data`` with its declared charset, else as UTF-8, else cp1252 or latin-1.
 
     A declared charset is tried strictly first so that mislabelled mail (UTF-8
-    sent as us-ascii) still decodes; the last fallback never fails.
+    sent as us-ascii) still decodes.  Text that is mostly UTF-8 (or declared
+    UTF-8 and holding any valid multi-byte sequence) with a few stray bytes
+    loses only those bytes (U+FFFD): re-reading it all as cp1252 would garble
+    every other non-ASCII character.  The last fallback never fails.
     """
-    tried: list[str] = []
-    for name in (_codec(charset), *_FALLBACK_CHARSETS):
-        if name is None or name in tried:
-            continue
-        tried.append(name)
+    declared = _codec(charset)
+    if declared is not None:
         try:
-            return data.decode(name)
-        except (UnicodeDecodeError, LookupError):
-            continue
-    return data.decode("latin-1")  # pragma: no cover - latin-1 always decodes
+            return data.decode(declared)
+        except (ValueError, LookupError):
+            pass
+    if declared != "utf-8":
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    text = data.decode("utf-8", "replace")
+    if _mostly_utf8(data, text, declared == "utf-8"):
+        return text
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _mostly_utf8(data: bytes, text: str, declared: bool) -> bool:
+    """Whether ``text`` (``data`` decoded as UTF-8 with replacement) is UTF-8 with a few bad bytes.
+
+    Counted in C (encode/count), as this runs for every body that is not valid UTF-8.
+    """
+    bad = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
+    good = len(text) - len(text.encode("ascii", "ignore")) - text.count("\ufffd")
+    return good > 0 if declared else good > bad
 
 
 def fix_surrogates(value: str) -> str:
