@@ -7,6 +7,9 @@ lenient ``compat32``-era helpers when those raise.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import codecs
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +17,7 @@ from email import policy, utils
 from email.header import decode_header
 from email.message import Message
 
-from ._text import clean_text, decode_bytes
+from ._text import charset_codec, clean_text, decode_bytes
 
 __all__ = [
     "Mailbox",
@@ -27,11 +30,13 @@ __all__ = [
     "raw_headers",
     "received_date",
     "to_millis",
+    "utf8_words",
 ]
 
 _FOLD = re.compile(r"\r?\n[ \t]*")
 _MSG_ID = re.compile(r"<([^<>]*)>")
 _WS = re.compile(r"\s+")
+_ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
 _MAX_HEADER = 64 * 1024
 """Header values are cut here: longer ones are junk or attacks, not data."""
 
@@ -75,6 +80,46 @@ def decode_words(value: str) -> str:
     return "".join(out)
 
 
+def _stdlib_decodes(data: bytes, label: str) -> bool:
+    """Whether the stdlib parsers read ``data`` as we do: a codec it knows, ours, strictly."""
+    codec = charset_codec(label)
+    try:
+        if codec is None or codecs.lookup(label).name != codec:
+            return False
+        data.decode(codec)
+    except (ValueError, LookupError):
+        return False
+    return True
+
+
+def _as_utf8_word(match: re.Match[str]) -> str:
+    """One encoded word, re-encoded as UTF-8 if the stdlib would misread its charset."""
+    label, encoding, text = match.group(1), match.group(3).lower(), match.group(4)
+    try:
+        if encoding == "b":
+            data = base64.b64decode(text + "=" * (-len(text) % 4))
+        else:
+            data = binascii.a2b_qp(text.encode("ascii"), header=True)
+    except (ValueError, UnicodeEncodeError):
+        return match.group(0)  # broken: left to the parser's own leniency
+    if _stdlib_decodes(data, label):
+        return match.group(0)
+    decoded = decode_bytes(data, label).encode("utf-8")
+    return f"=?utf-8?b?{base64.b64encode(decoded).decode('ascii')}?="
+
+
+def utf8_words(raw: str) -> str:
+    """``raw`` with each encoded word the stdlib would misread re-encoded as UTF-8.
+
+    The stdlib header parsers know neither the labels real mail mislabels with
+    (gb2312 for GBK, ks_c_5601-1987, iso-8859-8-i, windows-874) nor a fallback
+    for bytes that do not fit the label; bodies get both from ``decode_bytes``,
+    and so do encoded words this way, while the parsers still read the
+    structure (quoting, groups, whitespace between words).
+    """
+    return _ENCODED_WORD.sub(_as_utf8_word, raw)
+
+
 def header_text(msg: Message, name: str) -> str | None:
     """Header ``name`` decoded (RFC 2047) to clean single-line text, or None."""
     raw = raw_header(msg, name)
@@ -86,7 +131,7 @@ def header_text(msg: Message, name: str) -> str | None:
         text = raw
     else:
         try:
-            text = str(policy.default.header_factory(name, raw))
+            text = str(policy.default.header_factory(name, utf8_words(raw)))
         except Exception:
             text = decode_words(raw)
     text = _WS.sub(" ", clean_text(text)).strip()
@@ -135,7 +180,7 @@ def _parse_addresses(name: str, raw: str) -> list[Mailbox]:
     pairs = _plain_pairs(raw)
     if pairs is None:
         try:
-            header = policy.default.header_factory(name, raw)
+            header = policy.default.header_factory(name, utf8_words(raw))
             pairs = [(a.display_name, a.addr_spec) for a in getattr(header, "addresses", ())]
         except Exception:
             pairs = utils.getaddresses([decode_words(raw)])

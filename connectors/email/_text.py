@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import re
 
-__all__ = ["clean_text", "decode_bytes", "fix_surrogates"]
+__all__ = ["charset_codec", "clean_text", "decode_bytes", "fix_surrogates"]
 
 _CHARSET_ALIASES = {
     "unknown-8bit": None,
@@ -25,7 +25,7 @@ _SURROGATES = re.compile("[\ud800-\udfff]+")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def _codec(charset: str | None) -> str | None:
+def charset_codec(charset: str | None) -> str | None:
     """A Python codec name for a MIME charset label, or None if unknown."""
     if not charset:
         return None
@@ -47,7 +47,7 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     loses only those bytes (U+FFFD): re-reading it all as cp1252 would garble
     every other non-ASCII character.  The last fallback never fails.
     """
-    declared = _codec(charset)
+    declared = charset_codec(charset)
     if declared is not None:
         try:
             return data.decode(declared)

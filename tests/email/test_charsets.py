@@ -1,20 +1,66 @@
-"""Charsets of real mail: stray bytes in UTF-8 text."""
+"""Charsets of real mail: mislabelled encoded words, stray bytes in UTF-8 text."""
 
 from __future__ import annotations
+
+import base64
 
 import pytest
 
 from connectors.email._text import decode_bytes
 from connectors.email.mapping import message_records
+from importer.model import Edge
 from importer.schema import Account, EmailMessage
 
 OWNER = Account(service="email", handle="owner@x.example", isMe=True)
+
+MISLABELLED = [
+    ("gb2312", "gbk", "朱镕基访问"),  # 镕 is GBK, not GB2312: the usual mislabel
+    ("iso-8859-8-i", "iso-8859-8", "שלום עולם"),  # Outlook's Hebrew label
+    ("windows-874", "cp874", "สวัสดี"),  # Thai
+    ("ks_c_5601-1987", "cp949", "똠방각하"),  # Korean Outlook (cp949 really)
+]
 
 
 def the_message(raw: bytes) -> EmailMessage:
     first = message_records(raw, owner=OWNER, source_ref="t:1")[0]
     assert isinstance(first, EmailMessage)
     return first
+
+
+@pytest.mark.parametrize(("label", "codec", "text"), MISLABELLED)
+def test_encoded_subject_decodes_like_the_body(label: str, codec: str, text: str) -> None:
+    word = base64.b64encode(text.encode(codec)).decode()
+    raw = (
+        f"Message-ID: <cs@x>\r\nSubject: Re: =?{label}?B?{word}?=\r\n"
+        f"Content-Type: text/plain; charset={label}\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        f"{word}\r\n"
+    ).encode()
+    msg = the_message(raw)
+    assert msg.content == text  # the body, same bytes and label
+    assert msg.subject == f"Re: {text}"
+
+
+@pytest.mark.parametrize(("label", "codec", "text"), MISLABELLED)
+@pytest.mark.parametrize("group", [False, True], ids=["list", "group"])
+def test_encoded_display_names_decode_like_the_body(
+    label: str, codec: str, text: str, group: bool
+) -> None:
+    """Both address readers: the quick one, and the full parser (taken for groups)."""
+    word = base64.b64encode(text.encode(codec)).decode()
+    value = f"=?{label}?B?{word}?= <a@x.example>, b@x.example"
+    raw = f"Message-ID: <dn@x>\r\nTo: {'team: ' + value + ';' if group else value}\r\n\r\nx\r\n"
+    recs = message_records(raw.encode(), owner=OWNER, source_ref="t:1")
+    names = [
+        (e.target.handle, e.target.displayName)
+        for e in recs
+        if isinstance(e, Edge) and e.name == "receiver" and isinstance(e.target, Account)
+    ]
+    assert names == [("a@x.example", text), ("b@x.example", None)]
+
+
+def test_encoded_word_in_utf8_with_latin1_bytes_reads_as_latin1() -> None:
+    raw = b"Message-ID: <l1@x>\r\nSubject: =?utf-8?q?caf=E9?= ok\r\n\r\nx\r\n"
+    assert the_message(raw).subject == "café ok"
 
 
 def test_one_bad_byte_in_a_utf8_body_loses_only_that_byte() -> None:
