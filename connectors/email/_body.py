@@ -91,20 +91,36 @@ def _text(part: Message) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _nested_bytes(part: Message) -> bytes:
-    """The bytes of a message/rfc822 part (re-serialized by the parser)."""
-    inner = part.get_payload()
-    target = inner[0] if isinstance(inner, list) and inner else part
-    if isinstance(target, Message):
+_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global", "message/news"})
+"""message/* types that hold a whole message (stored as ``.eml``); other
+message/* parts (delivery and read reports, ...) keep their own type."""
+
+
+def _serialized(msg: Message) -> bytes | None:
+    try:
+        # Serialised as the default policy does (stable bytes, stable File id).
+        return msg.as_bytes(policy=policy.default)
+    except Exception:
         try:
-            # Serialised as the default policy does (stable bytes, stable File id).
-            return target.as_bytes(policy=policy.default)
+            return msg.as_string().encode("utf-8", "surrogateescape")
         except Exception:
-            try:
-                return target.as_string().encode("utf-8", "surrogateescape")
-            except Exception:
-                pass
-    return _payload_bytes(part)
+            return None
+
+
+def _inner_message(part: Message) -> Message | None:
+    """The message a message/rfc822 part holds, if parsed."""
+    inner = part.get_payload()
+    if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+        return inner[0]
+    return None
+
+
+def _report_bytes(part: Message) -> bytes:
+    """Every field group of a message/* report part (the parser splits them), in order."""
+    blocks = part.get_payload()
+    if not isinstance(blocks, list):
+        return _payload_bytes(part)
+    return b"".join(_serialized(b) or b"" for b in blocks if isinstance(b, Message))
 
 
 class _Splitter:
@@ -121,14 +137,18 @@ class _Splitter:
         self.body.attachments.append(Attachment(_payload_bytes(part), filename, ctype))
 
     def nested(self, part: Message) -> None:
+        inner = _inner_message(part)
         filename = _filename(part)
         if filename is None:
-            inner = part.get_payload()
-            subject = None
-            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-                subject = header_text(inner[0], "Subject")
+            subject = None if inner is None else header_text(inner, "Subject")
             filename = f"{(subject or 'message')[:200]}.eml".replace("/", "_")
-        self.body.attachments.append(Attachment(_nested_bytes(part), filename, "message/rfc822"))
+        data = None if inner is None else _serialized(inner)
+        if data is None:
+            data = _payload_bytes(part)
+        self.body.attachments.append(Attachment(data, filename, "message/rfc822"))
+
+    def report(self, part: Message, ctype: str) -> None:
+        self.body.attachments.append(Attachment(_report_bytes(part), _filename(part), ctype))
 
     def alternative(self, part: Message, depth: int) -> None:
         """Keep the last (richest) plain and html version; other kinds as attachments."""
@@ -153,8 +173,10 @@ class _Splitter:
             return
         ctype = _content_type(part)
         try:
-            if ctype == "message/rfc822" or (ctype.startswith("message/") and part.is_multipart()):
+            if ctype in _MESSAGE_TYPES:
                 self.nested(part)
+            elif ctype.startswith("message/") and part.is_multipart():
+                self.report(part, ctype)
             elif part.is_multipart():
                 if ctype == "multipart/alternative":
                     self.alternative(part, depth)

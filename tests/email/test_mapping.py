@@ -360,6 +360,48 @@ def test_inline_image_in_related_and_nested_message() -> None:
     assert msg.externalId == "<n@b>"
 
 
+def test_bounce_keeps_its_whole_delivery_report() -> None:
+    raw = lf(
+        "Message-ID: <dsn@b>\nFrom: MAILER-DAEMON@mx.example.org\nSubject: Undelivered\n"
+        "MIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n'
+        "\n--b\nContent-Type: text/plain\n\nYour message could not be delivered.\n"
+        "--b\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mx.example.org\n\n"
+        "Final-Recipient: rfc822; nobody@example.com\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 User unknown\n\n"
+        "Final-Recipient: rfc822; other@example.com\nAction: delayed\nStatus: 4.2.2\n\n"
+        "--b--\n"
+    )
+    recs = records(raw)
+    assert the_message(recs).content == "Your message could not be delivered."
+    (report,) = files(recs)
+    assert (meta(report).mimeType, meta(report).filename) == ("message/delivery-status", None)
+    assert report.content == (
+        b"Reporting-MTA: dns; mx.example.org\n\n"
+        b"Final-Recipient: rfc822; nobody@example.com\nAction: failed\nStatus: 5.1.1\n"
+        b"Diagnostic-Code: smtp; 550 5.1.1 User unknown\n\n"
+        b"Final-Recipient: rfc822; other@example.com\nAction: delayed\nStatus: 4.2.2\n\n"
+    )
+
+
+def test_read_receipt_keeps_its_report_and_its_type() -> None:
+    raw = lf(
+        "Message-ID: <mdn@b>\nFrom: b@b.example\nMIME-Version: 1.0\nContent-Type: multipart/report;"
+        ' report-type=disposition-notification; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\nYour message was displayed.\n"
+        "--b\nContent-Type: message/disposition-notification\n\n"
+        "Final-Recipient: rfc822; b@b.example\nDisposition: manual-action/MDN-sent-manually;"
+        " displayed\n\n--b--\n"
+    )
+    (report,) = files(records(raw))
+    assert meta(report).mimeType == "message/disposition-notification"
+    assert report.content == (
+        b"Final-Recipient: rfc822; b@b.example\n"
+        b"Disposition: manual-action/MDN-sent-manually; displayed\n\n"
+    )
+
+
 def test_attachment_over_limit_is_skipped_and_reported() -> None:
     skipped: list[tuple[str, str]] = []
     recs = records(
