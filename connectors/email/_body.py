@@ -8,10 +8,12 @@ part with a filename or ``Content-Disposition: attachment``) is an attachment.
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from email import policy
 from email.message import Message
+from email.parser import BytesParser
 
 from ._headers import decode_words, header_text
 from ._text import clean_text, decode_bytes
@@ -107,11 +109,32 @@ def _serialized(msg: Message) -> bytes | None:
             return None
 
 
+def _transfer_decoded(part: Message, inner: Message) -> Message:
+    """The message inside a base64-encoded message/rfc822 part, decoded.
+
+    RFC 2046 allows only 7bit, 8bit or binary there, but some clients encode the
+    part anyway; the parser then reads the base64 text as the body of a message
+    without header fields (base64 has no colon, so no line looks like one).
+    """
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    body = inner.get_payload()
+    if cte != "base64" or list(inner.raw_items()) or not isinstance(body, str):
+        return inner
+    compact = "".join(body.split())
+    try:
+        decoded = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+        if not decoded.strip():
+            return inner
+        return BytesParser(policy=policy.compat32).parsebytes(decoded)
+    except Exception:
+        return inner  # not base64 after all: kept as it came, nothing lost
+
+
 def _inner_message(part: Message) -> Message | None:
-    """The message a message/rfc822 part holds, if parsed."""
+    """The message a message/rfc822 part holds (transfer encoding undone), if parsed."""
     inner = part.get_payload()
     if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-        return inner[0]
+        return _transfer_decoded(part, inner[0])
     return None
 
 

@@ -54,6 +54,10 @@ def lf(text: str) -> bytes:
     return text.replace("\n", "\r\n").encode("utf-8")
 
 
+def b64(data: bytes) -> bytes:
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
 # --- ids and labels -------------------------------------------------------
 
 
@@ -400,6 +404,33 @@ def test_read_receipt_keeps_its_report_and_its_type() -> None:
         b"Final-Recipient: rfc822; b@b.example\n"
         b"Disposition: manual-action/MDN-sent-manually; displayed\n\n"
     )
+
+
+def forwarded(part_headers: str, body: bytes) -> bytes:
+    return (
+        lf(
+            "From: a@b.example\nMessage-ID: <fw@b>\nMIME-Version: 1.0\n"
+            'Content-Type: multipart/mixed; boundary="M"\n\n'
+            "--M\nContent-Type: text/plain\n\nsee forwarded\n"
+            f"--M\nContent-Type: message/rfc822\n{part_headers}\n"
+        )
+        + body
+        + b"--M--\r\n"
+    )
+
+
+def test_base64_forwarded_message_is_stored_decoded() -> None:
+    inner = lf("From: inner@b.example\nSubject: Forwarded one\nMessage-ID: <in@b>\n\ninner body\n")
+    (payload,) = files(records(forwarded("Content-Transfer-Encoding: base64\n", b64(inner))))
+    assert meta(payload).filename == "Forwarded one.eml"
+    assert payload.content == inner.replace(b"\r\n", b"\n")
+
+
+def test_forwarded_message_that_is_not_base64_after_all_is_kept_as_it_came() -> None:
+    raw = forwarded("Content-Transfer-Encoding: base64\n", b"not base64: @@@ !!!\r\n")
+    (payload,) = files(records(raw))
+    assert meta(payload).mimeType == "message/rfc822"
+    assert b"not base64: @@@ !!!" in bytes(payload.content)  # type: ignore[arg-type]
 
 
 def test_attachment_over_limit_is_skipped_and_reported() -> None:
