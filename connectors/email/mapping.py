@@ -144,7 +144,8 @@ def message_records(
 
     Imports whatever can be read; raises :class:`UnusableMessage` only when
     nothing can (empty input, no header at all).  ``skip(ref, reason)`` is told
-    about attachments left out for their size.
+    about attachments left out for their size and parts that could not be
+    read (the message is imported without them).
     """
     msg = _parse(raw)
 
@@ -154,6 +155,8 @@ def message_records(
     received = internal_date or _safe_date(lambda: _headers.received_date(msg))
 
     body = split_body(msg)
+    for problem in body.problems:
+        skip(source_ref, f"imported without a part: {problem}")
     html = "\n".join(body.html) if any(h.strip() for h in body.html) else None
     plain = "\n".join(body.plain)
     if plain.strip():

@@ -447,6 +447,23 @@ def test_attachment_over_limit_is_skipped_and_reported() -> None:
     ]
 
 
+def test_parts_that_cannot_be_read_are_reported_not_dropped_silently() -> None:
+    skipped: list[tuple[str, str]] = []
+    inner = b"Content-Type: text/plain\r\n\r\ndeepest text\r\n"
+    for level in range(45):  # deeper than any real mail: the inner parts are dropped
+        inner = (
+            f'Content-Type: multipart/mixed; boundary="b{level}"\r\n\r\n--b{level}\r\n'.encode()
+            + inner
+            + f"\r\n--b{level}--\r\n".encode()
+        )
+    raw = b"Message-ID: <deep@x>\r\nSubject: nested\r\n" + inner
+    recs = records(raw, skip=lambda ref, reason: skipped.append((ref, reason)))
+    assert the_message(recs).subject == "nested"
+    assert skipped == [
+        ("test:1", "imported without a part: MIME structure nested too deeply; inner parts dropped")
+    ]
+
+
 def test_missing_message_id_uses_a_content_hash() -> None:
     raw = make_message(11, with_message_id=False)
     msg = the_message(records(raw))
