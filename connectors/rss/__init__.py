@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from calendar import timegm
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -90,7 +91,9 @@ async def _feed(
     if response.status_code != 200:
         ctx.skip(shown, f"HTTP {response.status_code} {response.reason_phrase}")
         return
-    parse = partial(feedparser.parse, response.content, response_headers=dict(response.headers))
+    # A file object, never the bytes: feedparser would try bytes as a local file's name first.
+    body = io.BytesIO(response.content)
+    parse = partial(feedparser.parse, body, response_headers=dict(response.headers))
     parsed = await anyio.to_thread.run_sync(parse)  # CPU work: off the event loop
     if not parsed.entries and (parsed.bozo or not parsed.get("version")):
         ctx.skip(shown, f"malformed feed: {parsed.get('bozo_exception') or 'not RSS or Atom'}")

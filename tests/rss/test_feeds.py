@@ -272,3 +272,20 @@ async def test_conformance(tmp_path: Path) -> None:
         server.resources["/b.atom"] = Resource(atom("B", entries), ATOM_TYPE)
         options = {"feeds": [server.url("/a.xml"), server.url("/b.atom")]}
         await check_connector(connector, options, tmp_path)
+
+
+async def test_a_body_naming_a_local_file_is_parsed_as_text_not_read(tmp_path: Path) -> None:
+    local = tmp_path / "private" / "feed.xml"
+    local.parent.mkdir()
+    local.write_bytes(rss("Local only", [{"guid": "x", "title": "read from the disk"}]))
+    with feed_server() as server:
+        server.resources["/feed.xml"] = Resource(str(local).encode())
+        url = server.url("/feed.xml")
+        async with local_pod(tmp_path / "pod") as pod:
+            result = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            snap = await snapshot(pod)
+
+    assert result.error is None
+    assert snap.of_type("RSSFeed") == [] and snap.of_type("RSSEntry") == []
+    ((ref, reason),) = [(s.ref, s.reason) for s in result.skipped]
+    assert ref == url and reason.startswith("malformed feed: ")  # a path is not XML
