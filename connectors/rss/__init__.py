@@ -80,21 +80,24 @@ async def _feed(
     """One feed's records; a feed that fails is skipped with its reason, the others go on."""
     shown, auth = _credentials(url)  # the feed's URL in the Pod and logs: no password
     # The checkpoint is the headers of a conditional GET: an unchanged feed answers 304.
-    get = partial(http.get, shown, headers=ctx.checkpoint(shown) or {}, auth=auth)
+    # A validator that cannot be sent back (RFC 7232 allows a non-ASCII ETag) is left out.
     try:
+        sent = {name: v for name, v in (ctx.checkpoint(shown) or {}).items() if v.isascii()}
+        get = partial(http.get, shown, headers=sent, auth=auth)
         response = await _polite(get, ctx.options.max_retry_wait)
+        ok = response.status_code == 200  # parsing is CPU work: off the event loop
+        parsed = await anyio.to_thread.run_sync(_parse, response) if ok else None
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         ctx.skip(shown, f"unreachable: {type(exc).__name__}: {exc}".removesuffix(": "))
         return
+    except Exception as exc:  # whatever else breaks one feed is that feed's error alone
+        ctx.skip(shown, f"failed: {type(exc).__name__}: {exc}".removesuffix(": "))
+        return
     if response.status_code == 304:  # unchanged since the last run
         return
-    if response.status_code != 200:
+    if parsed is None:
         ctx.skip(shown, f"HTTP {response.status_code} {response.reason_phrase}")
         return
-    # A file object, never the bytes: feedparser would try bytes as a local file's name first.
-    body = io.BytesIO(response.content)
-    parse = partial(feedparser.parse, body, response_headers=dict(response.headers))
-    parsed = await anyio.to_thread.run_sync(parse)  # CPU work: off the event loop
     if not parsed.entries and (parsed.bozo or not parsed.get("version")):
         ctx.skip(shown, f"malformed feed: {parsed.get('bozo_exception') or 'not RSS or Atom'}")
         return
@@ -131,6 +134,11 @@ def _retry_after(value: str) -> float:
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return 1.0
+
+
+def _parse(response: httpx.Response) -> Any:
+    """The feed in ``response``, from a file object: feedparser tries bytes as a file name."""
+    return feedparser.parse(io.BytesIO(response.content), response_headers=dict(response.headers))
 
 
 def _entry(feed_url: str, entry: Any) -> RSSEntry:

@@ -289,3 +289,44 @@ async def test_a_body_naming_a_local_file_is_parsed_as_text_not_read(tmp_path: P
     assert snap.of_type("RSSFeed") == [] and snap.of_type("RSSEntry") == []
     ((ref, reason),) = [(s.ref, s.reason) for s in result.skipped]
     assert ref == url and reason.startswith("malformed feed: ")  # a path is not XML
+
+
+async def test_a_non_ascii_etag_is_not_sent_back_and_later_runs_go_on(tmp_path: Path) -> None:
+    with feed_server() as server:
+        # RFC 7232 allows obs-text in an ETag; httpx cannot send it back in a header.
+        server.resources["/a.xml"] = Resource(rss("A", BLOG_ITEMS[:1]), etag='"caf\u00e9"')
+        server.resources["/b.xml"] = Resource(rss("B", BLOG_ITEMS[:1]))
+        a, b = server.url("/a.xml"), server.url("/b.xml")
+        async with local_pod(tmp_path / "pod") as pod:
+            first = await run_connector(connector, {"feeds": [a, b]}, client=pod, data_dir=tmp_path)
+            assert first.error is None and first.stats.created == 4
+
+            more = [*BLOG_ITEMS[:1], {"guid": "b2", "title": "B two"}]
+            server.resources["/b.xml"] = Resource(rss("B", more))
+            again = await run_connector(connector, {"feeds": [a, b]}, client=pod, data_dir=tmp_path)
+            assert again.error is None and again.skip_count == 0
+            assert (again.stats.created, again.stats.unchanged) == (1, 4)
+            snap = await snapshot(pod)
+        _, unconditional = server.seen("/a.xml")
+
+    assert "if-none-match" not in unconditional.headers and unconditional.status == 200
+    assert [e["title"] for e in _entries(snap, b).values()] == ["First post", "B two"]
+    assert [e["title"] for e in _entries(snap, a).values()] == ["First post"]
+
+
+async def test_an_unexpected_failure_in_one_feed_is_its_error_alone(tmp_path: Path) -> None:
+    # "²" is a digit to str.isdigit() but not a number to float(): a surprise in one feed.
+    odd = [(503, {"Retry-After": "\u00b2"})]
+    with feed_server() as server:
+        server.resources["/odd.xml"] = Resource(rss("Odd", BLOG_ITEMS[:1]), before=odd)
+        server.resources["/fine.xml"] = Resource(rss("Fine", BLOG_ITEMS[:1]))
+        feeds = [server.url("/odd.xml"), server.url("/fine.xml")]
+        async with local_pod(tmp_path / "pod") as pod:
+            result = await run_connector(connector, {"feeds": feeds}, client=pod, data_dir=tmp_path)
+            snap = await snapshot(pod)
+
+    assert result.error is None
+    ((ref, reason),) = [(s.ref, s.reason) for s in result.skipped]
+    assert ref == feeds[0] and reason.startswith("failed: ValueError: ")
+    assert [f["url"] for f in snap.of_type("RSSFeed")] == [feeds[1]]
+    assert [e["title"] for e in _entries(snap, feeds[1]).values()] == ["First post"]
