@@ -93,10 +93,11 @@ async def _feed(
     except Exception as exc:  # whatever else breaks one feed is that feed's error alone
         ctx.skip(shown, f"failed: {type(exc).__name__}: {exc}".removesuffix(": "))
         return
-    if response.status_code == 304:  # unchanged since the last run
+    if response.status_code == 304 and sent:  # unchanged since the last run
         return
-    if parsed is None:
-        ctx.skip(shown, f"HTTP {response.status_code} {response.reason_phrase}")
+    if parsed is None:  # a 304 to a plain GET is unchanged from nothing we have
+        why = ", but no ETag or Last-Modified was sent" if response.status_code == 304 else ""
+        ctx.skip(shown, f"HTTP {response.status_code} {response.reason_phrase}{why}")
         return
     if not parsed.entries and (parsed.bozo or not parsed.get("version")):
         ctx.skip(shown, f"malformed feed: {parsed.get('bozo_exception') or 'not RSS or Atom'}")

@@ -330,3 +330,26 @@ async def test_an_unexpected_failure_in_one_feed_is_its_error_alone(tmp_path: Pa
     assert ref == feeds[0] and reason.startswith("failed: ValueError: ")
     assert [f["url"] for f in snap.of_type("RSSFeed")] == [feeds[1]]
     assert [e["title"] for e in _entries(snap, feeds[1]).values()] == ["First post"]
+
+
+async def test_a_304_to_a_get_without_validators_is_skipped_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    with feed_server() as server:
+        # No ETag or Last-Modified: the server never gives validators, yet answers 304 once.
+        server.resources["/feed.xml"] = Resource(rss("F", BLOG_ITEMS), before=[(304, {})])
+        url = server.url("/feed.xml")
+        async with local_pod(tmp_path / "pod") as pod:
+            first = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            again = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            snap = await snapshot(pod)
+        plain = server.seen("/feed.xml")
+
+    assert [(r.status, "if-none-match" in r.headers) for r in plain] == [(304, False), (200, False)]
+    assert first.error is None
+    assert [(s.ref, s.reason) for s in first.skipped] == [
+        (url, "HTTP 304 Not Modified, but no ETag or Last-Modified was sent")
+    ]
+    # The next run asks again and imports the feed: the 304 left nothing behind.
+    assert again.skip_count == 0 and again.stats.created == 4
+    assert len(_entries(snap, url)) == 3
