@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any
+from urllib.parse import urljoin
 
 import anyio
 import feedparser  # type: ignore[import-untyped]  # feedparser ships no type hints
@@ -102,13 +103,12 @@ async def _feed(
     if not parsed.entries and (parsed.bozo or not parsed.get("version")):
         ctx.skip(shown, f"malformed feed: {parsed.get('bozo_exception') or 'not RSS or Atom'}")
         return
-    info = parsed.feed
-    feed = RSSFeed(
-        url=shown, title=info.get("title"), link=info.get("link"), description=info.get("subtitle")
-    )
+    info, base = parsed.feed, str(response.url)  # relative links are relative to the final URL
+    link = _absolute(base, info.get("link"))
+    feed = RSSFeed(url=shown, title=info.get("title"), link=link, description=info.get("subtitle"))
     yield feed
     for entry in parsed.entries:
-        item = _entry(shown, entry)
+        item = _entry(shown, base, entry)
         yield item
         yield Edge(item, "feed", feed)
     etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
@@ -142,7 +142,7 @@ def _parse(response: httpx.Response) -> Any:
     return feedparser.parse(io.BytesIO(response.content), response_headers=dict(response.headers))
 
 
-def _entry(feed_url: str, entry: Any) -> RSSEntry:
+def _entry(feed_url: str, base: str, entry: Any) -> RSSEntry:
     said = "\x00".join(str(entry.get(key)) for key in ("title", "summary", "published"))
     # The entry's id (an RSS guid), else its link, else a hash of what it says.
     external_id = entry.get("id") or entry.get("link") or hashlib.sha256(said.encode()).hexdigest()
@@ -150,13 +150,22 @@ def _entry(feed_url: str, entry: Any) -> RSSEntry:
         feedUrl=feed_url,
         externalId=external_id,
         title=entry.get("title"),
-        link=entry.get("link"),
+        link=_absolute(base, entry.get("link")),
         summary=entry.get("summary"),
         content=(entry.get("content") or [{}])[0].get("value"),
         author=entry.get("author"),
         datePublished=_millis(entry, "published_parsed"),
         dateUpdated=_millis(entry, "updated_parsed"),
     )
+
+
+def _absolute(base: str, link: str | None) -> str | None:
+    """``link`` resolved against ``base``. Not feedparser's own base: that would rewrite
+    relative guids and summaries too, which identify entries imported before."""
+    try:
+        return urljoin(base, link) if link else link
+    except ValueError:  # unparsable: kept as the feed wrote it
+        return link
 
 
 def _millis(entry: Any, key: str) -> int | None:

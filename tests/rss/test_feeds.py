@@ -353,3 +353,22 @@ async def test_a_304_to_a_get_without_validators_is_skipped_with_its_reason(
     # The next run asks again and imports the feed: the 304 left nothing behind.
     assert again.skip_count == 0 and again.stats.created == 4
     assert len(_entries(snap, url)) == 3
+
+
+async def test_relative_links_are_made_absolute_against_the_final_url(tmp_path: Path) -> None:
+    entries = [{"id": "urn:1", "title": "One", "link": "/posts/1"}, {"title": "Two", "link": "2"}]
+    notes = atom("Notes", entries).replace(b"https://notes.example/", b"/")
+    with feed_server() as server:
+        server.resources["/old.atom"] = Resource(b"", before=[(301, {"Location": "/new/x.atom"})])
+        server.resources["/new/x.atom"] = Resource(notes, ATOM_TYPE)
+        url = server.url("/old.atom")
+        async with local_pod(tmp_path / "pod") as pod:
+            result = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            assert result.error is None and result.skip_count == 0
+            snap = await snapshot(pod)
+
+    (feed,) = snap.of_type("RSSFeed")
+    assert feed["url"] == url and feed["link"] == server.url("/")
+    links = {e["externalId"]: e["link"] for e in _entries(snap, url).values()}
+    # The identity stays what the feed wrote: entries imported before keep their ids.
+    assert links == {"urn:1": server.url("/posts/1"), "2": server.url("/new/2")}
