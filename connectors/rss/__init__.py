@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from calendar import timegm
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -107,8 +108,9 @@ async def _feed(
     link = _absolute(base, info.get("link"))
     feed = RSSFeed(url=shown, title=info.get("title"), link=link, description=info.get("subtitle"))
     yield feed
+    links = Counter(e.get("link") for e in parsed.entries if e.get("link") and not e.get("id"))
     for entry in parsed.entries:
-        item = _entry(shown, base, entry)
+        item = _entry(shown, base, entry, links[entry.get("link")] > 1)
         yield item
         yield Edge(item, "feed", feed)
     etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
@@ -142,10 +144,13 @@ def _parse(response: httpx.Response) -> Any:
     return feedparser.parse(io.BytesIO(response.content), response_headers=dict(response.headers))
 
 
-def _entry(feed_url: str, base: str, entry: Any) -> RSSEntry:
+def _entry(feed_url: str, base: str, entry: Any, shared: bool) -> RSSEntry:
     said = "\x00".join(str(entry.get(key)) for key in ("title", "summary", "published"))
-    # The entry's id (an RSS guid), else its link, else a hash of what it says.
-    external_id = entry.get("id") or entry.get("link") or hashlib.sha256(said.encode()).hexdigest()
+    # The entry's id (an RSS guid), else its link, else a hash of what it says. A link that
+    # other id-less entries share (a status page's items all link home) is hashed with it.
+    said = f"{entry.get('link')}\x00{said}" if shared else said
+    fallback = None if shared else entry.get("link")
+    external_id = entry.get("id") or fallback or hashlib.sha256(said.encode()).hexdigest()
     return RSSEntry(
         feedUrl=feed_url,
         externalId=external_id,

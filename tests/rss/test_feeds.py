@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -372,3 +373,39 @@ async def test_relative_links_are_made_absolute_against_the_final_url(tmp_path: 
     links = {e["externalId"]: e["link"] for e in _entries(snap, url).values()}
     # The identity stays what the feed wrote: entries imported before keep their ids.
     assert links == {"urn:1": server.url("/posts/1"), "2": server.url("/new/2")}
+
+
+async def test_id_less_entries_sharing_a_link_stay_apart_and_others_keep_their_ids(
+    tmp_path: Path,
+) -> None:
+    home = "https://status.example/"
+    items = [
+        {"title": "Tuesday: outage", "link": home, "pubDate": "Tue, 07 May 2024 08:00:00 GMT"},
+        {"title": "Monday: all good", "link": home, "pubDate": "Mon, 06 May 2024 08:00:00 GMT"},
+        {"title": "Post-mortem", "link": "https://status.example/pm"},
+        {"title": "Neither id nor link", "description": "Just words"},
+    ]
+    with feed_server() as server:
+        server.resources["/status.xml"] = Resource(rss("Status", items))
+        url = server.url("/status.xml")
+        async with local_pod(tmp_path / "pod") as pod:
+            first = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            assert first.error is None and first.stats.created == 5
+            again = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            assert again.stats.created == again.stats.updated == 0  # the same ids every run
+            snap = await snapshot(pod)
+
+    entries = {e["title"]: e for e in _entries(snap, url).values()}
+    assert sorted(entries) == [
+        "Monday: all good",
+        "Neither id nor link",
+        "Post-mortem",
+        "Tuesday: outage",
+    ]
+    assert entries["Monday: all good"]["link"] == entries["Tuesday: outage"]["link"] == home
+    assert len(entries["Monday: all good"]["externalId"]) == 64
+    assert entries["Monday: all good"]["externalId"] != entries["Tuesday: outage"]["externalId"]
+    # Ids given before stay: a link of its own, or a hash of title, summary and date.
+    assert entries["Post-mortem"]["externalId"] == "https://status.example/pm"
+    said = "Neither id nor link\x00Just words\x00None"
+    assert entries["Neither id nor link"]["externalId"] == hashlib.sha256(said.encode()).hexdigest()
