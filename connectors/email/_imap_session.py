@@ -107,6 +107,20 @@ class ImapSession:
             raise
         self._client = client
 
+    def farewell(self) -> str | None:
+        """The text of the BYE the server sent before hanging up, if it did.
+
+        Tells "the server refused what we asked and closed the connection" (Dovecot
+        answers a FETCH it cannot serve that way) apart from a network failure.
+        """
+        if self._client is None:
+            return None
+        bye = self._client._imap.untagged_responses.get("BYE")
+        if not bye:
+            return None
+        last = bye[-1]
+        return last.decode("utf-8", "replace") if isinstance(last, bytes) else str(last)
+
     def close(self) -> None:
         """Log out politely if the connection still works; never raises."""
         client, self._client = self._client, None

@@ -33,6 +33,8 @@ __all__ = ["ImapImport", "list_folders"]
 _FETCH_BYTES = 32 * 2**20
 """Bodies fetched per FETCH command at most (by RFC822.SIZE): bounds memory."""
 
+_BODY_ITEMS = ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"]
+
 _SYSTEM_FLAGS = {
     f.lower(): f for f in ("\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted", "\\Recent")
 }
@@ -76,6 +78,14 @@ class _Selected:
 
 class _FolderGone(Exception):
     """SELECT was refused (folder deleted or renamed since LIST)."""
+
+
+class _HungUp(Exception):
+    """The server refused a FETCH with a BYE and closed the connection."""
+
+
+_Fetched = dict[bytes, Any] | str
+"""A message's FETCH data, or the server's reason for not delivering it."""
 
 
 def list_folders(
@@ -139,6 +149,10 @@ class ImapImport:
         self._committed: dict[str, dict[str, Any] | None] = {}
         self._failures = 0
         self._imported = 0
+        self._one_by_one: dict[str, set[int]] = {}
+        """Per folder, UIDs whose batch the server refused: fetched one at a time."""
+        self._refused: dict[str, set[int]] = {}
+        """Per folder, UIDs the server refused to deliver even alone (skipped)."""
 
     # -- the run ---------------------------------------------------------------
 
@@ -233,6 +247,15 @@ class ImapImport:
             except _FolderGone as exc:
                 self._ctx.skip(_stream(folder), f"folder cannot be selected: {exc}")
                 return
+            except _HungUp as exc:
+                self._ctx.log.info(
+                    "account %s: the server closed the connection after refusing a FETCH "
+                    "in folder %r (%s); reconnecting",
+                    self._ctx.account_name,
+                    folder.name,
+                    exc,
+                )
+                self._retrying(f"reading folder {folder.name!r}", self._session.open)
             except DROPPED as exc:
                 self._recover(exc, f"reading folder {folder.name!r}")
             except imaplib.IMAP4.error as exc:
@@ -315,13 +338,16 @@ class ImapImport:
             for uid in client.search(["UID", f"1:{state.last_uid}", "MODSEQ", str(since + 1)])
             if uid <= state.last_uid
         )
+        items = ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
         for chunk in _chunks(changed, self._options.chunk_size):
-            fetched = client.fetch(list(chunk), ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
-            for uid in chunk:
-                entry = fetched.get(uid)
-                message_id = None if entry is None else _header_message_id(_section(entry))
-                if entry is None or message_id is None:
-                    # Expunged meanwhile, or no Message-ID to find the item by.
+            for uid, entry in self._fetch(folder, list(chunk), items):
+                if isinstance(entry, str):
+                    ref = f"imap:{folder.name}/{state.uidvalidity}/{uid}"
+                    self._ctx.skip(ref, f"the server would not deliver its flags: {entry}")
+                    continue
+                message_id = _header_message_id(_section(entry))
+                if message_id is None:
+                    # No Message-ID to find the item by.
                     continue
                 flags = {f.lower() for f in _flags(entry)}
                 yield Update(
@@ -341,8 +367,12 @@ class ImapImport:
     ) -> Iterator[Record]:
         uids = self._new_uids(state, selected)
         for chunk in _chunks(uids, self._options.chunk_size):
-            for uid, entry in self._fetch_bodies(chunk):
-                yield from self._message(folder, label, state, uid, entry)
+            for uid, entry in self._fetch_bodies(folder, chunk):
+                if isinstance(entry, str):
+                    ref = f"imap:{folder.name}/{state.uidvalidity}/{uid}"
+                    self._ctx.skip(ref, f"the server would not deliver it: {entry}")
+                else:
+                    yield from self._message(folder, label, state, uid, entry)
                 state.last_uid = uid
                 self._ctx.progress(advance=1)
                 self._imported += 1
@@ -354,30 +384,94 @@ class ImapImport:
             self._failures = 0
             yield from self._checkpoint(folder)
 
-    def _fetch_bodies(self, chunk: Sequence[int]) -> Iterator[tuple[int, dict[bytes, Any]]]:
-        """(uid, FETCH data) in UID order, a few MiB of bodies in memory at a time."""
-        client = self._session.client
-        sizes = client.fetch(list(chunk), ["RFC822.SIZE"])
+    def _fetch_bodies(
+        self, folder: ImapFolder, chunk: Sequence[int]
+    ) -> Iterator[tuple[int, _Fetched]]:
+        """(uid, FETCH data or refusal) in UID order, a few MiB of bodies in memory at a time."""
         batch: list[int] = []
         batch_bytes = 0
-        for uid in chunk:
-            if uid not in sizes:
+        for uid, sized in self._fetch(folder, list(chunk), ["RFC822.SIZE"]):
+            if isinstance(sized, str):
+                if batch:
+                    yield from self._fetch(folder, batch, _BODY_ITEMS)
+                    batch, batch_bytes = [], 0
+                yield uid, sized
                 continue
-            size = int(sizes[uid].get(b"RFC822.SIZE", 0))
+            size = int(sized.get(b"RFC822.SIZE", 0))
             if batch and batch_bytes + size > _FETCH_BYTES:
-                yield from self._fetch_batch(batch)
+                yield from self._fetch(folder, batch, _BODY_ITEMS)
                 batch, batch_bytes = [], 0
             batch.append(uid)
             batch_bytes += size
         if batch:
-            yield from self._fetch_batch(batch)
+            yield from self._fetch(folder, batch, _BODY_ITEMS)
 
-    def _fetch_batch(self, uids: list[int]) -> Iterator[tuple[int, dict[bytes, Any]]]:
-        fetched = self._session.client.fetch(uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
+    def _fetch(
+        self, folder: ImapFolder, uids: list[int], items: list[str]
+    ) -> Iterator[tuple[int, _Fetched]]:
+        """(uid, FETCH data) in UID order, or (uid, the server's reason) for a refused message.
+
+        A FETCH the server refuses (NO, or Dovecot's BYE and hang-up) is narrowed
+        down to single messages, so one unreadable message costs only itself.
+        UIDs the server no longer has are left out.  Raises :class:`_HungUp` when
+        the server closed the connection; the folder then resumes after the last
+        UID handed out.
+        """
+        refused = self._refused.setdefault(folder.name, set())
+        one_by_one = self._one_by_one.setdefault(folder.name, set())
+        uids = [uid for uid in uids if uid not in refused]
+        if len(uids) > 1 and one_by_one.isdisjoint(uids):
+            try:
+                fetched = self._session.client.fetch(uids, items)
+            except imaplib.IMAP4.error as exc:
+                reason = self._refusal(exc)
+                if reason is None:
+                    raise
+                self._ctx.log.warning(
+                    "folder %r: the server refused to FETCH UIDs %d-%d (%s); "
+                    "fetching them one at a time",
+                    folder.name,
+                    uids[0],
+                    uids[-1],
+                    reason,
+                )
+                one_by_one.update(uids)
+                if isinstance(exc, imaplib.IMAP4.abort):
+                    raise _HungUp(reason) from None
+            else:
+                for uid in uids:
+                    entry = fetched.pop(uid, None)
+                    if entry is not None:
+                        yield uid, entry
+                return
         for uid in uids:
-            entry = fetched.pop(uid, None)
+            try:
+                single = self._session.client.fetch([uid], items)
+            except imaplib.IMAP4.error as exc:
+                reason = self._refusal(exc)
+                if reason is None:
+                    raise
+                refused.add(uid)
+                yield uid, reason
+                if isinstance(exc, imaplib.IMAP4.abort):
+                    raise _HungUp(reason) from None
+                continue
+            entry = single.get(uid)
             if entry is not None:
                 yield uid, entry
+
+    def _refusal(self, exc: imaplib.IMAP4.error) -> str | None:
+        """The server's reason when it refused a FETCH; None for a broken connection."""
+        if isinstance(exc, imaplib.IMAP4.abort):
+            return self._session.farewell()
+        text = describe_error(exc)
+        # imapclient words a tagged NO as "fetch failed: <text>"; BAD (a malformed
+        # command) and anything else is not about the messages.
+        marker = "fetch failed: "
+        at = text.lower().find(marker)
+        if at < 0:
+            return None
+        return text[at + len(marker) :].strip() or "no reason given"
 
     def _message(
         self,

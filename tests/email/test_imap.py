@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import imaplib
 import logging
+import os
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
@@ -334,6 +336,96 @@ def test_unusable_message_is_skipped_and_the_run_goes_on(
     assert result.subjects == ["u message 1", "u message 3"]
     assert [s.ref for s in ctx.skipped] == [f"imap:INBOX/{validity}/2"]
     assert result.new_checkpoints["imap:INBOX"]["last_uid"] == 3
+
+
+def _make_unreadable(server: DovecotServer, user: str, text: bytes) -> None:
+    """Make the stored file of the message containing ``text`` unreadable for Dovecot."""
+    maildir = server.root / "mail" / user / "Maildir"
+    [stored] = [
+        p for sub in ("cur", "new") for p in (maildir / sub).iterdir() if text in p.read_bytes()
+    ]
+    os.chmod(stored, 0)
+
+
+def test_message_the_server_cannot_read_is_skipped_and_the_run_goes_on(
+    dovecot: DovecotServer, imap_user: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dovecot answers such a FETCH with BYE and hangs up: only that message is lost."""
+    uids = dovecot.append(imap_user, "INBOX", [message("r", n) for n in range(5)])
+    dovecot.append(imap_user, "Sent", [message("s", 1)])
+    _make_unreadable(dovecot, imap_user, b"r message 2")
+    validity = dovecot.uidvalidity(imap_user, "INBOX")
+
+    ctx = make_ctx(dovecot, imap_user)
+    with caplog.at_level(logging.WARNING, logger="importer.connector"):
+        result = run(ctx)
+
+    assert result.subjects == [
+        "r message 0",
+        "r message 1",
+        "r message 3",
+        "r message 4",
+        "s message 1",
+    ]
+    [skipped] = ctx.skipped
+    assert skipped.ref == f"imap:INBOX/{validity}/{uids[2]}"
+    assert "the server would not deliver it: " in skipped.reason
+    assert "Internal error" in skipped.reason  # the server's own words
+    assert "refused to FETCH" in caplog.text
+    assert "giving up" not in caplog.text
+    # The checkpoint passes the skipped message: the next run does not trip on it.
+    assert result.new_checkpoints["imap:INBOX"]["last_uid"] == uids[-1]
+    again = run(make_ctx(dovecot, imap_user, result.checkpoints))
+    assert again.records == []
+    assert again.ctx.skipped == []
+
+
+def test_messages_a_server_answers_no_for_are_skipped_and_the_rest_imported(
+    dovecot: DovecotServer, imap_user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gmail refuses a whole FETCH with NO when some of its messages cannot be read."""
+    uids = dovecot.append(imap_user, "INBOX", [message("g", n) for n in range(4)])
+    bad = {uids[1], uids[3]}
+    fetch = IMAPClient.fetch
+
+    def gmail_fetch(self: IMAPClient, messages: list[int], data: list[str]) -> Any:
+        if "BODY.PEEK[]" in data and bad.intersection(messages):
+            raise imaplib.IMAP4.error("fetch failed: Some messages could not be FETCHed (Failure)")
+        return fetch(self, messages, data)
+
+    monkeypatch.setattr(IMAPClient, "fetch", gmail_fetch)
+    ctx = make_ctx(dovecot, imap_user)
+    result = run(ctx)
+
+    assert result.subjects == ["g message 0", "g message 2"]
+    validity = dovecot.uidvalidity(imap_user, "INBOX")
+    assert [(s.ref, s.reason) for s in ctx.skipped] == [
+        (
+            f"imap:INBOX/{validity}/{uid}",
+            "the server would not deliver it: Some messages could not be FETCHed (Failure)",
+        )
+        for uid in sorted(bad)
+    ]
+    assert result.new_checkpoints["imap:INBOX"]["last_uid"] == uids[-1]
+
+
+def test_flags_the_server_cannot_read_are_skipped_and_other_updates_land(
+    dovecot: DovecotServer, imap_user: str
+) -> None:
+    uids = dovecot.append(imap_user, "INBOX", [message("h", n) for n in range(3)])
+    first = run(make_ctx(dovecot, imap_user))
+    _make_unreadable(dovecot, imap_user, b"h message 1")
+    dovecot.set_flags(imap_user, "INBOX", uids, ["\\Flagged"])
+
+    ctx = make_ctx(dovecot, imap_user, first.checkpoints)
+    second = run(ctx)
+
+    # (a message's update may come twice: the folder resumes after the server hung up)
+    assert {u.externalId for u in second.updates} == {"<h-0@imap.test>", "<h-2@imap.test>"}
+    assert all(u.starred for u in second.updates)
+    validity = dovecot.uidvalidity(imap_user, "INBOX")
+    assert [s.ref for s in ctx.skipped] == [f"imap:INBOX/{validity}/{uids[1]}"]
+    assert run(make_ctx(dovecot, imap_user, second.checkpoints)).records == []
 
 
 def test_limit_stops_after_n_messages_and_resumes(dovecot: DovecotServer, imap_user: str) -> None:
