@@ -9,13 +9,23 @@ the offset after the last message read, a sha256 of the file's first
 next run continues at the offset, so appended mail is read alone; otherwise
 (the file was rewritten, compacted, replaced) it rescans from 0 and the
 engine's dedup keeps the result exact.
+
+A message is read only once it is whole, because dedup keeps the first copy
+of a Message-ID: a mailbox a mail program has locked (fcntl, flock or a
+``.lock`` file) is left for the next run, only the bytes present when the run
+started are read, and a last message that does not end with a blank line
+while the file changed in the last minute is left for the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -37,6 +47,11 @@ MAX_MESSAGE_BYTES = 512 * 2**20
 _READ_LIMIT = 1 << 20
 _STRICT_FROM = re.compile(rb"^From \S+\s+.*\d{1,2}:\d{2}(:\d{2})?.*\d{4}\s*$")
 _ESCAPED_FROM = re.compile(rb"^>+From ")
+SETTLE_SECONDS = 60.0
+"""A last message without its closing blank line, in a file changed this recently,
+is taken to be still being appended."""
+STALE_DOTLOCK_SECONDS = 500.0
+"""A ``.lock`` file older than this is a leftover (Postfix's ``stale_lock_time``)."""
 _FLAG_HEADERS = re.compile(rb"^(X-)?Status:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -70,8 +85,8 @@ def _finish(
     return MboxMessage(start, end, from_line.rstrip(b"\r\n"), raw, digest.hexdigest())
 
 
-def split_mbox(fh: BinaryIO, start: int = 0) -> Iterator[MboxMessage]:
-    """The messages of an mbox from byte ``start`` (which must begin a From_ line).
+def split_mbox(fh: BinaryIO, start: int = 0, end: int | None = None) -> Iterator[MboxMessage]:
+    """The messages of an mbox from byte ``start`` (which must begin a From_ line) to ``end``.
 
     ``>From `` lines are unescaped mboxrd-style (one ``>`` removed), which is
     also right for mboxo writers such as Google Takeout.
@@ -86,7 +101,8 @@ def split_mbox(fh: BinaryIO, start: int = 0) -> Iterator[MboxMessage]:
     at_line_start = True
     previous_blank = True
     while True:
-        line = fh.readline(_READ_LIMIT)
+        limit = _READ_LIMIT if end is None else min(_READ_LIMIT, end - offset)
+        line = fh.readline(limit) if limit > 0 else b""
         if not line:
             break
         if at_line_start and _is_separator(line, previous_blank):
@@ -185,6 +201,48 @@ def _resume_offset(fh: BinaryIO, size: int, state: Any) -> int:
     return offset
 
 
+@contextlib.contextmanager
+def _shared_lock(path: Path, fh: BinaryIO) -> Iterator[str | None]:
+    """Share the locks mail programs take to append, without ever waiting for them.
+
+    Yields None while holding them, or which lock a mail program holds.
+    """
+    dotlock = path.with_name(path.name + ".lock")
+    with contextlib.suppress(OSError):
+        if time.time() - dotlock.stat().st_mtime < STALE_DOTLOCK_SECONDS:
+            yield f"lock file {dotlock}"
+            return
+    kinds: tuple[tuple[str, Callable[[BinaryIO, int], Any]], ...] = (
+        ("fcntl", fcntl.lockf),
+        ("flock", fcntl.flock),
+    )
+    held: list[Callable[[BinaryIO, int], Any]] = []
+    try:
+        for name, lock in kinds:
+            try:
+                lock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield f"an {name} lock"
+                return
+            except OSError:
+                continue  # the file system does not support this kind of lock
+            held.append(lock)
+        yield None
+    finally:
+        for unlock in held:
+            with contextlib.suppress(OSError):
+                unlock(fh, fcntl.LOCK_UN)
+
+
+def _unfinished(fh: BinaryIO, size: int, mtime: float) -> bool:
+    """True when the file's end looks like a message still being appended."""
+    if size == 0 or time.time() - mtime >= SETTLE_SECONDS:
+        return False
+    fh.seek(max(0, size - 4))
+    tail = fh.read(4)
+    return not (tail.endswith(b"\n\n") or tail.endswith(b"\r\n\r\n"))
+
+
 def iter_mbox(ctx: RunContext[EmailOptions]) -> Iterator[Record]:
     """Every message of the mbox file (new ones only when the checkpoint still fits)."""
     path = source_path(ctx.options)
@@ -193,7 +251,18 @@ def iter_mbox(ctx: RunContext[EmailOptions]) -> Iterator[Record]:
         raise LocalSourceError(f"mbox file {path} does not exist or is not a file")
     folder = folder_label(ctx.account, mbox_folder_name(path))
     with path.open("rb") as fh:
-        size = path.stat().st_size
+        with _shared_lock(path, fh) as holder:
+            if holder is None:
+                info = os.fstat(fh.fileno())
+        if holder is not None:
+            ctx.log.warning(
+                "mbox %s is locked by a mail program (%s); it is read on the next run",
+                path,
+                holder,
+            )
+            return
+        size = info.st_size  # mail appended after this is read on the next run
+        unfinished = _unfinished(fh, size, info.st_mtime)
         head_bytes = min(HEAD_BYTES, size)
         fingerprint = _head_hash(fh, head_bytes)
         previous = ctx.checkpoint(stream)
@@ -209,8 +278,16 @@ def iter_mbox(ctx: RunContext[EmailOptions]) -> Iterator[Record]:
         if start and isinstance(previous, dict):
             state["last_start"] = previous["last_start"]
             state["last_message_hash"] = previous["last_message_hash"]
-        for count, message in enumerate(split_mbox(fh, start), 1):
+        for count, message in enumerate(split_mbox(fh, start, size), 1):
             ref = f"mbox:{path}@{message.start}"
+            if unfinished and message.end == size:
+                ctx.log.info(
+                    "the last message of %s (at byte %d) is still being written; "
+                    "it is read on the next run",
+                    path,
+                    message.start,
+                )
+                break
             if message.raw is None:
                 ctx.skip(ref, f"message larger than {MAX_MESSAGE_BYTES} bytes")
             else:

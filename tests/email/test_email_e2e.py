@@ -256,6 +256,24 @@ async def test_second_run_imports_nothing_and_appended_mail_only_itself(tmp_path
         assert (final.stats.created, final.stats.edges_created) == (0, 0)
 
 
+async def test_mbox_message_caught_mid_delivery_lands_whole(tmp_path: Path) -> None:
+    """The run that finds a message half appended leaves it; the next stores it whole."""
+    body = "first line\n" + "".join(f"line {n}\n" for n in range(40)) + "THE END\n"
+    full = make_mbox([to_sam(0, body="hello\n"), to_sam(4, body=body)])
+    path = tmp_path / "Inbox.mbox"
+    path.write_bytes(full[: full.index(b"line 20")])  # the delivery of message 2 is half done
+    async with local_pod(tmp_path / "pod") as pod:
+        await run(pod, tmp_path, mbox_options(path))
+        [first] = (await snapshot(pod)).of_type("EmailMessage")
+        assert first["externalId"] == message_id(0)
+
+        path.write_bytes(full)  # the delivery finishes
+        await run(pod, tmp_path, mbox_options(path))
+        stored = {m["externalId"]: m for m in (await snapshot(pod)).of_type("EmailMessage")}
+        assert set(stored) == {message_id(0), message_id(4)}
+        assert "line 39\nTHE END" in stored[message_id(4)]["content"]
+
+
 # --- 3. a reply before its parent ------------------------------------------------
 
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +204,100 @@ def test_unusable_and_junk_are_skipped_not_fatal(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="does not exist"):
         run(tmp_path / "nope.mbox")
+
+
+def _cut_delivery(path: Path) -> bytes:
+    """Write an mbox whose second message is half appended; return the whole file."""
+    body = "".join(f"line {n}\n" for n in range(40)) + "THE END\n"
+    full = make_mbox([make_message(0), make_message(1, body=body)])
+    path.write_bytes(full[: full.index(b"line 20")])
+    return full
+
+
+def test_message_still_being_appended_is_left_for_the_next_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "inbox.mbox"
+    full = _cut_delivery(path)
+    with caplog.at_level(logging.INFO, logger="importer.connector"):
+        recs, ctx = run(path)
+    assert [m.externalId for m in messages(recs)] == [message_id(0)]
+    assert ctx.skipped == []
+    assert "is still being written; it is read on the next run" in caplog.text
+
+    path.write_bytes(full)  # the delivery finishes
+    recs, _ = run(path, last_checkpoints(recs))
+    [second] = messages(recs)
+    assert second.externalId == message_id(1)
+    assert "THE END" in (second.content or "")
+
+
+def test_unterminated_last_message_of_a_settled_file_is_read(tmp_path: Path) -> None:
+    """A writer that left no closing blank line long ago is not waited for."""
+    path = tmp_path / "old.mbox"
+    _cut_delivery(path)
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    recs, _ = run(path)
+    assert [m.externalId for m in messages(recs)] == [message_id(0), message_id(1)]
+
+
+@contextmanager
+def _locked_by_mail_program(path: Path, kind: str) -> Iterator[None]:
+    """Hold the lock a mail program takes while appending to ``path``."""
+    if kind == "dotlock":
+        lock = path.with_name(path.name + ".lock")
+        lock.write_bytes(b"")
+        yield
+        lock.unlink()
+    elif kind == "flock":
+        with path.open("ab") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+    else:  # fcntl locks never conflict within one process: another one holds it
+        code = (
+            "import fcntl, sys; f = open(sys.argv[1], 'ab'); fcntl.lockf(f, fcntl.LOCK_EX); "
+            "print('locked', flush=True); sys.stdin.read()"
+        )
+        with subprocess.Popen(
+            [sys.executable, "-c", code, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        ) as holder:
+            assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+            try:
+                yield
+            finally:
+                assert holder.stdin is not None
+                holder.stdin.close()
+                holder.wait(timeout=10)
+
+
+@pytest.mark.parametrize("kind", ["dotlock", "flock", "fcntl"])
+def test_mailbox_locked_by_a_mail_program_is_left_for_the_next_run(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "inbox.mbox"
+    path.write_bytes(make_mbox([make_message(i) for i in range(3)]))
+    started = time.monotonic()
+    with _locked_by_mail_program(path, kind), caplog.at_level(logging.WARNING):
+        recs, ctx = run(path)
+    assert time.monotonic() - started < 5  # never waits for the lock
+    assert recs == []  # no message, and no checkpoint moved
+    assert ctx.skipped == []
+    assert f"mbox {path} is locked by a mail program" in caplog.text
+    assert "it is read on the next run" in caplog.text
+
+    recs, _ = run(path)
+    assert [m.externalId for m in messages(recs)] == [message_id(i) for i in range(3)]
+
+
+def test_stale_dotlock_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.mbox"
+    path.write_bytes(make_mbox([make_message(0)]))
+    lock = tmp_path / "inbox.mbox.lock"
+    lock.write_bytes(b"")
+    old = time.time() - 3600  # left behind by a crashed mail program
+    os.utime(lock, (old, old))
+    recs, _ = run(path)
+    assert [m.externalId for m in messages(recs)] == [message_id(0)]
