@@ -21,6 +21,12 @@ Flag changes and moves are renames, so they bump the ctime: such a file whose
 content (mtime) predates the watermark is read again and also yields an
 ``Update`` with its current seen/flagged state.  Not detected: deletions, and
 flag changes on file systems where rename does not update ctime.
+
+A file that cannot be read (permissions, I/O error) is recorded as skipped
+and its name kept in the state (``"unreadable"``, relative to the folder):
+every later run tries it again, even when the folder did not change, since
+fixing permissions does not touch the directories.  A file that vanished
+(moved by a mail client while listing) is no error: its new name is listed.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import base64
 import fnmatch
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,9 +171,12 @@ def _dir_mtime(path: Path) -> int | None:
         return None
 
 
-def _files(folder: MaildirFolder, watermark: int | None) -> list[_File]:
-    """Message files changed at or after ``watermark`` (all if None), oldest change first."""
+def _files(
+    folder: MaildirFolder, watermark: int | None
+) -> tuple[list[_File], list[tuple[Path, OSError]]]:
+    """Message files changed at or after ``watermark`` (all if None), and those not stat-able."""
     found = []
+    failed: list[tuple[Path, OSError]] = []
     for sub in ("new", "cur"):
         try:
             entries = list(os.scandir(folder.path / sub))
@@ -180,16 +189,31 @@ def _files(folder: MaildirFolder, watermark: int | None) -> list[_File]:
                 if not entry.is_file():
                     continue
                 st = entry.stat()
-            except OSError:
+            except FileNotFoundError:
                 continue  # renamed or removed meanwhile; its new name is seen next run
+            except OSError as exc:
+                failed.append((Path(entry.path), exc))
+                continue
             if watermark is None or st.st_ctime_ns >= watermark:
                 found.append(_File(Path(entry.path), st.st_ctime_ns, st.st_mtime_ns))
-    found.sort(key=lambda f: (f.ctime_ns, f.path.name))
-    return found
+    return found, failed
 
 
-def _state(watermark: int | None, new: int | None, cur: int | None) -> dict[str, Any]:
-    return {"watermark_ns": watermark, "new_mtime_ns": new, "cur_mtime_ns": cur}
+def _state(
+    watermark: int | None,
+    new: int | None,
+    cur: int | None,
+    unreadable: Iterable[str] = (),
+) -> dict[str, Any]:
+    state: dict[str, Any] = {"watermark_ns": watermark, "new_mtime_ns": new, "cur_mtime_ns": cur}
+    retry = sorted(set(unreadable))
+    if retry:
+        state["unreadable"] = retry
+    return state
+
+
+def _why(exc: OSError) -> str:
+    return f"{type(exc).__name__}: {exc.strerror or exc}"
 
 
 @dataclass(slots=True)
@@ -200,6 +224,13 @@ class _Plan:
     files: list[_File]
     scan_ns: int
     dir_mtimes: tuple[int | None, int | None]
+    retry: list[str]
+    """Files the last run could not read (relative to the folder), tried again."""
+    unreadable: list[str]
+    """Files this run could not read (relative to the folder)."""
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.folder.path).as_posix()
 
 
 def _plan(ctx: RunContext[EmailOptions], folder: MaildirFolder) -> _Plan | None:
@@ -208,22 +239,50 @@ def _plan(ctx: RunContext[EmailOptions], folder: MaildirFolder) -> _Plan | None:
     mtimes = (_dir_mtime(folder.path / "new"), _dir_mtime(folder.path / "cur"))
     state = ctx.checkpoint(folder.stream)
     watermark = None
+    unchanged = False
+    retry: list[str] = []
     if isinstance(state, dict):
         stored = (state.get("new_mtime_ns"), state.get("cur_mtime_ns"))
-        if stored == mtimes and any(m is not None for m in stored):
+        unchanged = stored == mtimes and any(m is not None for m in stored)
+        listed = state.get("unreadable")
+        retry = [r for r in listed if isinstance(r, str)] if isinstance(listed, list) else []
+        if unchanged and not retry:
             return None
         value = state.get("watermark_ns")
         watermark = value if isinstance(value, int) else None
     label = folder_label(ctx.account, folder.name, folder_role(folder.name))
-    return _Plan(folder, label, watermark, _files(folder, watermark), scan_ns, mtimes)
+    files, failed = ([], []) if unchanged else _files(folder, watermark)
+    plan = _Plan(folder, label, watermark, files, scan_ns, mtimes, retry, [])
+    seen = {f.path for f in files} | {path for path, _ in failed}
+    for name in retry:
+        path = folder.path / name
+        if path in seen or path.parent not in (folder.path / "new", folder.path / "cur"):
+            continue
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue  # moved or removed; a new name is listed
+        except OSError as exc:
+            failed.append((path, exc))
+            continue
+        files.append(_File(path, st.st_ctime_ns, st.st_mtime_ns))
+    for path, error in failed:
+        ctx.skip(f"maildir:{path}", f"cannot be read ({_why(error)}); tried again next run")
+        plan.unreadable.append(plan.relative(path))
+    files.sort(key=lambda f: (f.ctime_ns, f.path.name))
+    return plan
 
 
 def _read(ctx: RunContext[EmailOptions], plan: _Plan, item: _File) -> Iterator[Record]:
     ref = f"maildir:{item.path}"
     try:
         raw = item.path.read_bytes()
-    except OSError:
+    except FileNotFoundError:
         ctx.log.debug("maildir file vanished while reading: %s", ref)
+        return
+    except OSError as exc:
+        ctx.skip(ref, f"cannot be read ({_why(exc)}); tried again next run")
+        plan.unreadable.append(plan.relative(item.path))
         return
     flags = message_flags(item.path.name)
     received = datetime.fromtimestamp(item.mtime_ns / 1e9, tz=UTC)
@@ -261,14 +320,18 @@ def iter_maildir(ctx: RunContext[EmailOptions]) -> Iterator[Record]:
                 break
             yield from _read(ctx, plan, item)
             count += 1
-            last_ctime = item.ctime_ns
+            last_ctime = max(last_ctime or 0, item.ctime_ns)
             ctx.progress(advance=1)
             if n % CHECKPOINT_EVERY == 0 and n < len(plan.files):
-                yield Checkpoint(_state(last_ctime, None, None), stream=plan.folder.stream)
+                # Retries not reached yet stay listed, as do this run's failures.
+                pending = [*plan.retry, *plan.unreadable]
+                yield Checkpoint(_state(last_ctime, None, None, pending), stream=plan.folder.stream)
         if not done_all:
-            if last_ctime != plan.watermark:
-                yield Checkpoint(_state(last_ctime, None, None), stream=plan.folder.stream)
+            if last_ctime != plan.watermark or plan.unreadable:
+                pending = [*plan.retry, *plan.unreadable]
+                yield Checkpoint(_state(last_ctime, None, None, pending), stream=plan.folder.stream)
             return
         watermark = plan.scan_ns - MARGIN_NS
-        stable = tuple(m if m is not None and m < watermark else None for m in plan.dir_mtimes)
-        yield Checkpoint(_state(watermark, *stable), stream=plan.folder.stream)
+        new, cur = (m if m is not None and m < watermark else None for m in plan.dir_mtimes)
+        state = _state(watermark, new, cur, plan.unreadable)
+        yield Checkpoint(state, stream=plan.folder.stream)

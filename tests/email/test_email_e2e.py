@@ -388,6 +388,33 @@ async def test_maildir_flag_change_updates_the_stored_message(tmp_path: Path) ->
         assert item is not None and (item["isRead"], item["starred"]) == (True, False)
 
 
+async def test_maildir_file_unreadable_for_a_while_lands_once_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maildir = tmp_path / "Maildir"
+    deliver_maildir(maildir, to_sam(0), flags="S", mtime=_OLD)
+    locked = deliver_maildir(maildir, to_sam(1), flags="S", mtime=_OLD)
+    original = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self == locked:  # a file of the delivery agent's user, mode 0600
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self)
+
+    async with local_pod(tmp_path / "pod") as pod:
+        monkeypatch.setattr(Path, "read_bytes", read_bytes)
+        first = await run(pod, tmp_path, maildir_options(maildir))
+        assert [s.ref for s in first.skipped] == [f"maildir:{locked}"]
+        stored = {m["externalId"] for m in (await snapshot(pod)).of_type("EmailMessage")}
+        assert stored == {message_id(0)}
+
+        monkeypatch.undo()  # permissions fixed: cur/ and new/ do not change
+        second = await run(pod, tmp_path, maildir_options(maildir))
+        assert second.skipped == []
+        stored = {m["externalId"] for m in (await snapshot(pod)).of_type("EmailMessage")}
+        assert stored == {message_id(0), message_id(1)}
+
+
 # --- 6. conformance --------------------------------------------------------------------
 
 

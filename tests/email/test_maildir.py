@@ -205,6 +205,99 @@ def test_unusable_file_is_skipped(tmp_path: Path) -> None:
     assert [(s.ref, s.reason) for s in ctx.skipped] == [(f"maildir:{bad}", "empty message")]
 
 
+@pytest.fixture
+def unreadable(monkeypatch: pytest.MonkeyPatch) -> set[Path]:
+    """Files whose reading fails as a file of another user, mode 0600, does.
+
+    Root reads any file, so the refusal is simulated at the read.
+    """
+    locked: set[Path] = set()
+    original = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self in locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    return locked
+
+
+def test_unreadable_file_is_skipped_and_read_once_readable(
+    tmp_path: Path, unreadable: set[Path]
+) -> None:
+    root = tmp_path / "Maildir"
+    deliver_maildir(root, make_message(0), flags="S")
+    locked = deliver_maildir(root, make_message(1), flags="S")
+    deliver_maildir(root, make_message(2), flags="S")
+    time.sleep(SETTLE)
+    unreadable.add(locked)
+
+    recs, ctx = run(root)
+    assert ids(recs) == [message_id(0), message_id(2)]
+    assert [(s.ref, s.reason) for s in ctx.skipped] == [
+        (
+            f"maildir:{locked}",
+            "cannot be read (PermissionError: Permission denied); tried again next run",
+        )
+    ]
+    state = committed({}, recs)
+    assert state[f"maildir:{root}"]["unreadable"] == [f"cur/{locked.name}"]
+
+    # Still unreadable: said again; the folder's other mail is not read again.
+    recs, ctx = run(root, state)
+    assert ids(recs) == []
+    assert [s.ref for s in ctx.skipped] == [f"maildir:{locked}"]
+    state = committed(state, recs)
+
+    # Permissions fixed (which changes neither new/ nor cur/): read on the next run.
+    unreadable.clear()
+    recs, ctx = run(root, state)
+    assert ids(recs) == [message_id(1)]
+    assert ctx.skipped == []
+    state = committed(state, recs)
+    assert "unreadable" not in state[f"maildir:{root}"]
+    assert run(root, state)[0] == []
+
+
+def test_unreadable_file_renamed_meanwhile_is_read_under_its_new_name(
+    tmp_path: Path, unreadable: set[Path]
+) -> None:
+    root = tmp_path / "Maildir"
+    locked = deliver_maildir(root, make_message(0), flags="")
+    time.sleep(SETTLE)
+    unreadable.add(locked)
+    recs, _ = run(root)
+    state = committed({}, recs)
+    unreadable.clear()
+    locked.rename(locked.with_name(locked.name + "S"))  # the mail client marks it read
+
+    recs, ctx = run(root, state)
+    assert ids(recs) == [message_id(0)]
+    assert ctx.skipped == []
+    assert "unreadable" not in committed(state, recs)[f"maildir:{root}"]
+
+
+def test_file_moved_away_while_reading_is_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "Maildir"
+    deliver_maildir(root, make_message(0), flags="S")
+    moved = deliver_maildir(root, make_message(1), flags="S")
+    original = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self == moved:  # the mail client moves it between listing and reading
+            self.rename(root / "tmp" / self.name)
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    recs, ctx = run(root)
+    assert ids(recs) == [message_id(0)]
+    assert ctx.skipped == []
+    assert "unreadable" not in committed({}, recs)[f"maildir:{root}"]
+
+
 def test_not_a_maildir(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="does not exist"):
         run(tmp_path / "missing")
