@@ -6,9 +6,7 @@ import hashlib
 import io
 from calendar import timegm
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 from urllib.parse import urljoin
@@ -19,6 +17,7 @@ import httpx
 from pydantic import BaseModel
 
 from importer import Checkpoint, Connector, DateTime, Edge, Item, Record, RunContext
+from importer.web import polite, split_credentials
 
 
 class RSSFeed(Item):
@@ -80,20 +79,18 @@ async def _feed(
     ctx: RunContext[Options], http: httpx.AsyncClient, url: str
 ) -> AsyncIterator[Record]:
     """One feed's records; a feed that fails is skipped with its reason, the others go on."""
-    shown, auth = _credentials(url)  # the feed's URL in the Pod and logs: no password
+    shown, auth = split_credentials(url)  # the feed's URL in the Pod and logs: no password
     # The checkpoint is the headers of a conditional GET: an unchanged feed answers 304.
     # A validator that cannot be sent back (RFC 7232 allows a non-ASCII ETag) is left out.
     try:
         sent = {name: v for name, v in (ctx.checkpoint(shown) or {}).items() if v.isascii()}
         get = partial(http.get, shown, headers=sent, auth=auth)
-        response = await _polite(get, ctx.options.max_retry_wait)
+        response = await polite(get, max_wait=ctx.options.max_retry_wait)
         ok = response.status_code == 200  # parsing is CPU work: off the event loop
         parsed = await anyio.to_thread.run_sync(_parse, response) if ok else None
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        ctx.skip(shown, f"unreachable: {type(exc).__name__}: {exc}".removesuffix(": "))
-        return
-    except Exception as exc:  # whatever else breaks one feed is that feed's error alone
-        ctx.skip(shown, f"failed: {type(exc).__name__}: {exc}".removesuffix(": "))
+    except Exception as exc:  # whatever breaks one feed is that feed's error alone
+        kind = "unreachable" if isinstance(exc, httpx.HTTPError | httpx.InvalidURL) else "failed"
+        ctx.skip(shown, f"{kind}: {type(exc).__name__}: {exc}".removesuffix(": "))
         return
     if response.status_code == 304 and sent:  # unchanged since the last run
         return
@@ -116,27 +113,6 @@ async def _feed(
     etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
     conditions = {"If-None-Match": etag, "If-Modified-Since": modified}
     yield Checkpoint({name: value for name, value in conditions.items() if value}, stream=shown)
-
-
-async def _polite(get: Callable[[], Awaitable[httpx.Response]], max_wait: float) -> httpx.Response:
-    """``get()``, tried again (three tries at most) after the wait a 429 or 503 asks for."""
-    response = await get()
-    for _ in range(2):
-        if response.status_code not in (429, 503):
-            break
-        await anyio.sleep(min(_retry_after(response.headers.get("Retry-After", "")), max_wait))
-        response = await get()
-    return response
-
-
-def _retry_after(value: str) -> float:
-    """Retry-After in seconds (it may be a number of seconds or a date); 1 if absent."""
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return 1.0
 
 
 def _parse(response: httpx.Response) -> Any:
@@ -165,8 +141,7 @@ def _entry(feed_url: str, base: str, entry: Any, shared: bool) -> RSSEntry:
 
 
 def _absolute(base: str, link: str | None) -> str | None:
-    """``link`` resolved against ``base``. Not feedparser's own base: that would rewrite
-    relative guids and summaries too, which identify entries imported before."""
+    """``link`` resolved here: feedparser's base would rewrite guids (entries' identity) too."""
     try:
         return urljoin(base, link) if link else link
     except ValueError:  # unparsable: kept as the feed wrote it
@@ -177,16 +152,6 @@ def _millis(entry: Any, key: str) -> int | None:
     """A date of the entry in milliseconds (feedparser gives UTC ``struct_time``s)."""
     parsed = dict.get(entry, key)  # dict's get: no fallback from "updated" to "published"
     return timegm(parsed) * 1000 if parsed else None
-
-
-def _credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
-    """The URL without user:password, and those as auth: a header, which is never logged."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return url, None  # the GET reports it
-    auth = httpx.BasicAuth(parsed.username, parsed.password) if parsed.username else None
-    return str(parsed.copy_with(username=None, password=None)), auth
 
 
 connector = FeedsConnector()
