@@ -473,6 +473,7 @@ class _Run:
                 upload_concurrency=self.settings.upload_concurrency,
                 checkpoint_delay=min(self.settings.checkpoint_delay, self.settings.flush_interval),
                 dry_run=self.dry_run,
+                skip=ctx.skip,
             )
             await self._settle_pending(resolver)
             source_errors: list[Exception] = []

@@ -23,20 +23,63 @@ and the Pod is spared a transaction (and an fsync) per bulk.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ..pod.errors import PodConflict
+from ..model import FilePayload
+from ..pod.errors import PodBadRequest, PodConflict, PodError
 from ._resolve import HOLD_PLANS, Plan, Resolver
 from ._stats import RunStats
 
 log = logging.getLogger("importer.engine")
 
 _MAX_CONFLICT_RETRIES = 3
+_HASH_CHUNK = 1024 * 1024
+
+SkipCallback = Callable[[str, str], None]
+"""Records a record that could not be imported: ``(ref, reason)``, as ``ctx.skip``."""
+
+
+def _lost_content(payload: FilePayload, exc: Exception) -> str | None:
+    """Why ``payload`` cannot be uploaded at all, or None if ``exc`` is not its fault.
+
+    A file given by path can vanish or be rewritten between the connector
+    hashing it and the upload reading it; bytes can come with a wrong sha256.
+    Only then is the upload skipped: a Pod failure with sound content
+    (``None`` here) still fails the run.  Runs in a worker thread.
+    """
+    content = payload.content
+    if isinstance(content, Path):
+        digest = hashlib.sha256()
+        try:
+            with content.open("rb") as handle:
+                while chunk := handle.read(_HASH_CHUNK):
+                    digest.update(chunk)
+        except OSError as err:
+            return f"file could not be read for upload: {err.strerror or err}"
+        if digest.hexdigest() != payload.sha256.lower():
+            return "file changed after it was read: its content no longer matches its sha256"
+        return None
+    if (
+        isinstance(content, bytes)
+        and isinstance(exc, PodBadRequest)
+        and hashlib.sha256(content).hexdigest() != payload.sha256.lower()
+    ):
+        return "content does not match the sha256 of its File item"
+    return None
+
+
+def _payload_ref(payload: FilePayload) -> str:
+    if isinstance(payload.content, Path):
+        return str(payload.content)
+    return f"File {payload.file.ensure_id()}"
 
 
 @dataclass(slots=True)
@@ -59,8 +102,10 @@ class Writer:
         upload_concurrency: int,
         checkpoint_delay: float = 0.25,
         dry_run: bool = False,
+        skip: SkipCallback | None = None,
     ) -> None:
         self.client = client
+        self.skip = skip
         self.resolver = resolver
         self.stats = stats
         self.tg = tg
@@ -291,8 +336,20 @@ class Writer:
             create_edges=body.get("createEdges"),
         )
 
-    async def _upload(self, payload: Any) -> None:
-        async with self._uploads:
-            stored = await self.client.upload_file(payload.content, payload.sha256)
+    async def _upload(self, payload: FilePayload) -> None:
+        try:
+            async with self._uploads:
+                stored = await self.client.upload_file(payload.content, payload.sha256)
+        except (OSError, PodError) as exc:
+            # The File item is in the Pod already; without content it is
+            # uploaded by a later run that yields its payload again.
+            reason = await anyio.to_thread.run_sync(_lost_content, payload, exc)
+            if reason is None:
+                raise
+            if self.skip is not None:
+                self.skip(_payload_ref(payload), reason)
+            else:
+                log.warning("upload skipped %s: %s", _payload_ref(payload), reason)
+            return
         if stored:
             self.stats.files_uploaded += 1

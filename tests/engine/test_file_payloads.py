@@ -1,0 +1,114 @@
+"""File content that is gone or changed by upload time is a skip, not a failed run."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from importer import Connector, Edge, File, FilePayload, Record, RunContext
+from importer.pod.errors import PodError
+from importer.testing import local_pod, run_connector, snapshot
+
+from .connectors import Note
+
+GONE = "file could not be read for upload: No such file or directory"
+CHANGED = "file changed after it was read: its content no longer matches its sha256"
+
+
+class FolderOptions(BaseModel):
+    folder: Path
+    delete: list[str] = []
+    """Files deleted right after their payload is yielded (before any upload)."""
+    rewrite: list[str] = []
+    """Files given new content right after their payload is yielded."""
+    wrong_hash: list[str] = []
+    """Files yielded as bytes under the sha256 of other bytes."""
+
+
+class Folder(Connector[FolderOptions]):
+    """One Note per file of a folder, with the file attached by path."""
+
+    name = "folder"
+    options_model = FolderOptions
+    item_types = (Note,)
+
+    def fetch(self, ctx: RunContext[FolderOptions]) -> Iterator[Record]:
+        options = ctx.options
+        for path in sorted(options.folder.iterdir()):
+            payload = File.payload_from_path(path)
+            if path.name in options.wrong_hash:
+                payload = FilePayload(payload.file, b"not what was hashed")
+            yield payload
+            if path.name in options.delete:
+                path.unlink()
+            if path.name in options.rewrite:
+                path.write_bytes(b"saved over while the run went on")
+            note = Note(externalId=path.name, title=path.name)
+            yield note
+            yield Edge(note, "attachment", payload.file)
+
+
+def write_files(folder: Path) -> dict[str, bytes]:
+    folder.mkdir(exist_ok=True)
+    contents = {name: f"content of {name}".encode() for name in ("a", "b", "c", "d")}
+    for name, data in contents.items():
+        (folder / name).write_bytes(data)
+    return contents
+
+
+async def stored(pod: Any, data: bytes) -> bool:
+    try:
+        back = await pod.get_file(hashlib.sha256(data).hexdigest())
+    except PodError:
+        return False
+    return bool(back == data)
+
+
+async def test_a_file_gone_or_changed_before_its_upload_is_skipped_and_the_rest_lands(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "files"
+    contents = write_files(folder)
+    options = {"folder": folder, "delete": ["b"], "rewrite": ["c"], "wrong_hash": ["d"]}
+    async with local_pod(tmp_path / "pod") as pod:
+        result = await run_connector(Folder(), options, client=pod, data_dir=tmp_path)
+        assert result.error is None, result.error
+        assert {(s.ref, s.reason) for s in result.skipped} == {
+            (str(folder / "b"), GONE),
+            (str(folder / "c"), CHANGED),
+            (
+                f"File {File(sha256=hashlib.sha256(contents['d']).hexdigest()).ensure_id()}",
+                "content does not match the sha256 of its File item",
+            ),
+        }
+        assert result.run_id is not None
+        run = await pod.get_item(result.run_id)
+        assert run is not None and run["status"] == "done" and run["skippedCount"] == 3
+        snap = await snapshot(pod)
+        # Every Note and File item landed; only the lost contents are missing.
+        assert sorted(n["title"] for n in snap.of_type("Note")) == ["a", "b", "c", "d"]
+        assert len(snap.of_type("File")) == 4 and len(snap.edges_named("attachment")) == 4
+        assert [name for name, data in contents.items() if await stored(pod, data)] == ["a"]
+
+
+@pytest.mark.parametrize("change", ["delete", "rewrite"])
+async def test_a_file_item_left_without_content_gets_it_on_a_later_run(
+    tmp_path: Path, change: str
+) -> None:
+    folder = tmp_path / "files"
+    contents = write_files(folder)
+    async with local_pod(tmp_path / "pod") as pod:
+        first = await run_connector(
+            Folder(), {"folder": folder, change: ["b"]}, client=pod, data_dir=tmp_path
+        )
+        assert first.error is None and [s.ref for s in first.skipped] == [str(folder / "b")]
+        assert not await stored(pod, contents["b"])
+        (folder / "b").write_bytes(contents["b"])  # the file is back as it was
+        second = await run_connector(Folder(), {"folder": folder}, client=pod, data_dir=tmp_path)
+        assert second.error is None and second.skipped == []
+        assert all([await stored(pod, data) for data in contents.values()])
