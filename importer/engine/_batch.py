@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +15,61 @@ from ..model import Checkpoint, Edge, FilePayload, Item, Record, Update
 
 EdgeKey = tuple[str, str, str]
 """(source id, edge name, target id)."""
+
+SkipCallback = Callable[[str, str], None]
+"""Records a record that could not be imported: ``(ref, reason)``, as ``ctx.skip``."""
+
+log = logging.getLogger("importer.engine")
+
+
+class _Unsendable(Exception):
+    """A record the Pod API cannot be sent (not JSON: text that is not UTF-8...)."""
+
+    def __init__(self, ref: str, reason: str) -> None:
+        super().__init__(ref, reason)
+        self.ref = ref
+        self.reason = reason
+
+
+def _text(value: str) -> str:
+    """``value`` made printable and encodable (a lone surrogate as ``\\udcNN``)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _item_ref(item: Item) -> str:
+    """An item as a skip's ref: its id, else its natural key."""
+    ident = item.id
+    if ident is None and item.key_fields:
+        ident = "/".join(str(getattr(item, name)) for name in item.key_fields)
+    return _text(f"{item.item_type} {ident or '(no id)'}")
+
+
+def _why_not(exc: Exception) -> str:
+    if isinstance(exc, UnicodeEncodeError):  # orjson says it the same way
+        return f"str is not valid UTF-8: {exc.reason}"
+    return _text(str(exc))
+
+
+def _unsendable(item: Item, data: dict[str, Any] | None, exc: Exception) -> _Unsendable:
+    """Why ``item`` cannot be sent, naming the fields at fault."""
+    bad = []
+    for name, value in (data or item.model_dump(exclude_none=True)).items():
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            bad.append(name)
+    where = f"{', '.join(bad)}: " if bad else ""
+    return _Unsendable(_item_ref(item), f"cannot be sent to the Pod: {where}{_why_not(exc)}")
+
+
+def _check_id(end: str, name: str) -> None:
+    try:
+        end.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Unsendable(
+            f"edge {_text(name)} end {_text(end)}",
+            f"cannot be sent to the Pod: the id: {_why_not(exc)}",
+        ) from exc
 
 
 @dataclass(slots=True)
@@ -60,8 +117,10 @@ class BatchBuilder:
         *,
         max_records: int,
         max_bytes: int,
+        skip: SkipCallback | None = None,
     ) -> None:
         self.connector = connector
+        self.skip = skip
         self.state = state
         self.max_records = max_records
         self.max_bytes = max_bytes
@@ -78,18 +137,39 @@ class BatchBuilder:
         return batch
 
     def add(self, record: Record) -> bool:
-        """Add one record; True when the batch is now full (time to ``take`` it)."""
+        """Add one record; True when the batch is now full (time to ``take`` it).
+
+        A record that cannot be sent to the Pod is recorded as skipped instead
+        (one bad record must not fail every run at the same place).
+        """
         batch = self.current
         batch.records += 1
+        try:
+            self._add(batch, record)
+        except _Unsendable as exc:
+            if self.skip is None:
+                log.warning("skipped %s: %s", exc.ref, exc.reason)
+            else:
+                self.skip(exc.ref, exc.reason)
+        return (
+            len(batch.items) + len(batch.edges) >= self.max_records
+            or batch.nbytes >= self.max_bytes
+        )
+
+    def _add(self, batch: Batch, record: Record) -> None:
         if isinstance(record, Item):
             self._add_item(record, update_only=False)
         elif isinstance(record, Edge):
             # An end given as an item is created with the edge (inlined: this
             # runs for most records of most sources).
             source, target = record.source, record.target
-            if not isinstance(source, str):
+            if isinstance(source, str):
+                _check_id(source, record.name)
+            else:
                 source = self._add_item(source, update_only=False)
-            if not isinstance(target, str):
+            if isinstance(target, str):
+                _check_id(target, record.name)
+            else:
                 target = self._add_item(target, update_only=False)
             key = (source, record.name, target)
             if key not in batch.edges:
@@ -113,20 +193,21 @@ class BatchBuilder:
                 f"fetch() yielded {type(record).__name__}; expected an Item, Edge, "
                 "FilePayload, Update or Checkpoint"
             )
-        return (
-            len(batch.items) + len(batch.edges) >= self.max_records
-            or batch.nbytes >= self.max_bytes
-        )
 
     def _add_item(self, item: Item, *, update_only: bool) -> str:
         batch = self.current
-        data = item.to_pod()
+        data: dict[str, Any] | None = None
+        try:
+            data = item.to_pod()
+            nbytes = _estimate_bytes(data)
+        except (UnicodeError, orjson.JSONEncodeError) as exc:
+            raise _unsendable(item, data, exc) from exc
         item_id: str = data["id"]
         mutable = item.mutable_values()
         seen = batch.items.get(item_id)
         if seen is None:
             batch.items[item_id] = BatchItem(data, mutable, type(item), update_only)
-            batch.nbytes += _estimate_bytes(data)
+            batch.nbytes += nbytes
             return item_id
         # The same thing twice in one batch (e.g. one message in two folders):
         # later values win, a full sighting beats an update-only one.

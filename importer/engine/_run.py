@@ -460,6 +460,7 @@ class _Run:
             state,
             max_records=self.settings.batch_records,
             max_bytes=self.settings.batch_bytes,
+            skip=ctx.skip,
         )
         send, receive = anyio.create_memory_object_stream[Chunk](self.settings.source_buffer)
         async with anyio.create_task_group() as tg:
