@@ -16,7 +16,7 @@ from importer import Checkpoint, Edge, File, Location, Record, RunContext, deriv
 from . import _state
 from ._near import NearIndex
 from ._reader import Outcome, Reader
-from ._scan import Candidate, scan
+from ._scan import Candidate, as_text, scan
 from .items import Photo, PhotoPath
 from .options import PhotosOptions
 
@@ -37,9 +37,9 @@ def usable_roots(ctx: RunContext[PhotosOptions]) -> list[Path]:
         if root.is_dir():
             roots.append(root)
         else:
-            ctx.skip(str(root), "root folder not found (or not a folder)")
+            ctx.skip(as_text(root), "root folder not found (or not a folder)")
     if not roots:
-        listed = ", ".join(str(root) for root in ctx.options.roots)
+        listed = ", ".join(as_text(root) for root in ctx.options.roots)
         raise NoRootFound(f"no photo folder to scan: {listed}")
     return roots
 
@@ -102,7 +102,7 @@ class _Import:
     ) -> Iterator[Record]:
         stamp: _state.Entry = [candidate.size, candidate.mtime_ns]
         if outcome.skip is not None or outcome.photo_id is None or outcome.payload is None:
-            self.ctx.skip(str(candidate.path), outcome.skip or "unreadable")
+            self.ctx.skip(as_text(candidate.path), outcome.skip or "unreadable")
             if outcome.lasting:
                 files[candidate.relative] = stamp
             return
@@ -112,7 +112,7 @@ class _Import:
             if outcome.info is None:  # pragma: no cover - known ids are never forgotten
                 raise RuntimeError(f"{candidate.path}: read as known, but unknown")
             phash = yield from self._new_photo(candidate, outcome, photo_id)
-        path = PhotoPath(path=str(candidate.path))
+        path = PhotoPath(path=as_text(candidate.path))
         yield path
         yield Edge(photo_id, "path", path.ensure_id())
         files[candidate.relative] = [*stamp, phash, photo_id]
@@ -126,7 +126,7 @@ class _Import:
         exif = info.exif
         photo = Photo(
             id=photo_id,
-            name=candidate.path.name,
+            name=as_text(candidate.path.name),
             width=info.width,
             height=info.height,
             channels=info.channels,
@@ -141,7 +141,7 @@ class _Import:
         yield Edge(photo_id, "file", original.file.ensure_id())
         thumbnail = File.payload(
             info.thumbnail,
-            filename=f"{candidate.path.stem}.thumbnail.jpg",
+            filename=f"{as_text(candidate.path.stem)}.thumbnail.jpg",
             mime_type="image/jpeg",
         )
         yield thumbnail

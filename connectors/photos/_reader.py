@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Self
 
 from importer import File, FilePayload, derive_id
 
-from ._scan import Candidate
+from ._scan import Candidate, as_text
 
 if TYPE_CHECKING:
     from ._image import ImageInfo
@@ -56,10 +56,11 @@ class Outcome:
 
 def _read(path: Path, expected_size: int) -> tuple[FilePayload, bytes | None]:
     """The file's payload (hashed), and its bytes unless it is too big to keep."""
+    name = as_text(path.name)
     if expected_size > _READ_WHOLE_UP_TO:
-        return File.payload_from_path(path), None
+        return File.payload_from_path(path, filename=name), None
     content = path.read_bytes()
-    item = File(sha256=hashlib.sha256(content).hexdigest(), filename=path.name, size=len(content))
+    item = File(sha256=hashlib.sha256(content).hexdigest(), filename=name, size=len(content))
     return FilePayload(item, path), content
 
 

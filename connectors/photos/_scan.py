@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .options import PhotosOptions
 
-__all__ = ["IMAGE_SUFFIXES", "Candidate", "scan"]
+__all__ = ["IMAGE_SUFFIXES", "Candidate", "as_text", "scan"]
 
 IMAGE_SUFFIXES = frozenset(
     {
@@ -36,6 +36,15 @@ IMAGE_SUFFIXES = frozenset(
         ".hif",
     }
 )
+
+
+def as_text(path: str | Path) -> str:
+    """A file name or path as valid text, for the Pod: bytes that are not UTF-8 as ``\\xNN``.
+
+    Names copied from old FAT or Windows disks are often Latin-1; Python
+    decodes them with surrogate escapes, which no JSON can carry.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True, slots=True)
