@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,9 @@ def _lost_content(payload: FilePayload, exc: Exception) -> str | None:
 
 
 def _payload_ref(payload: FilePayload) -> str:
+    """The path as valid text (bytes of a name that are not UTF-8 as ``\\xNN``), or the id."""
     if isinstance(payload.content, Path):
-        return str(payload.content)
+        return os.fsencode(payload.content).decode("utf-8", "backslashreplace")
     return f"File {payload.file.ensure_id()}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,16 @@ from importer.pod.errors import PodError
 from importer.testing import local_pod, snapshot
 
 from .images import write_image
+from .test_file_names import write_raw
 from .test_photos import content, run, sha_id
+
+DELETED = "file could not be read for upload: No such file or directory"
 
 
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ("delete", "file could not be read for upload: No such file or directory"),
+        ("delete", DELETED),
         ("rewrite", "file changed after it was read: its content no longer matches its sha256"),
     ],
 )
@@ -62,3 +66,30 @@ async def test_a_photo_changed_after_it_was_read_is_skipped_and_the_others_land(
         assert photos == {*ids.values(), sha_id(changed)}
     else:
         assert photos == set(ids.values())
+
+
+async def test_a_photo_with_a_name_that_is_not_utf8_is_named_as_text_when_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "pictures"
+    write_image(root / "a.jpg", 1)
+    data = write_image(tmp_path / "source.jpg", 2).read_bytes()
+    latin1 = write_raw(root, b"caf\xe9.jpg", data)  # from an old FAT disk
+    real = _reader.examine
+
+    def examine_then_delete(candidate: Any, *args: Any) -> Any:
+        outcome = real(candidate, *args)
+        if candidate.path == latin1:
+            latin1.unlink()
+        return outcome
+
+    monkeypatch.setattr(_reader, "examine", examine_then_delete)
+    async with local_pod(tmp_path / "pod") as pod:
+        result = await run(pod, tmp_path, [root])
+        assert [s.ref for s in result.skipped] == [f"{root}/caf\\xe9.jpg"]
+        assert result.run_id is not None
+        recorded = await pod.get_item(result.run_id)
+    assert recorded is not None
+    assert json.loads(recorded["skipLog"]) == [
+        {"ref": f"{root}/caf\\xe9.jpg", "reason": DELETED},
+    ]
