@@ -4,6 +4,8 @@ Per root: scan, compare every file's size and mtime with the root's
 checkpoint, read only what is new or changed (in a small thread pool), and
 checkpoint as it goes.  The checkpoint holds every imported photo's
 perceptual hash and id, so near duplicates are found across runs too.
+What it knows below a folder that could not be listed is kept: the files
+are most likely still there.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from importer import Checkpoint, Edge, File, Location, Record, RunContext, deriv
 from . import _state
 from ._near import NearIndex
 from ._reader import Outcome, Reader
-from ._scan import Candidate, as_text, scan
+from ._scan import Candidate, Scan, as_text, scan
 from .items import Photo, PhotoPath
 from .options import PhotosOptions
 
@@ -67,11 +69,38 @@ class _Import:
             self.known.setdefault(photo_id, phash)
             self.index.add(photo_id, value)
 
+    def _unlisted(self, root: Path, found: Scan, old: dict[str, _state.Entry]) -> bool:
+        """Record the folders that could not be listed; True if that is the whole root.
+
+        So is an empty root that held files (the mount point of an unplugged
+        disk, most likely): forgetting them would read every file again, and
+        lose their near-duplicate history, once the disk is back.
+        """
+        if "" in found.unlisted:
+            why = found.unlisted[""]
+            self.ctx.skip(as_text(root), f"root folder could not be listed: {why}; nothing read")
+            return True
+        if found.empty and old:
+            self.ctx.skip(as_text(root), "root folder is empty (a disk not mounted?); nothing read")
+            return True
+        for prefix, why in found.unlisted.items():
+            folder = as_text(root / prefix)
+            self.ctx.skip(folder, f"folder could not be listed: {why}; its files not read")
+        return False
+
     def root(
-        self, root: Path, candidates: list[Candidate], old: dict[str, _state.Entry], reader: Reader
+        self, root: Path, found: Scan, old: dict[str, _state.Entry], reader: Reader
     ) -> Iterator[Record]:
+        if self._unlisted(root, found, old):
+            return  # its checkpoint stays as it is
         stream = str(root)
-        files: dict[str, _state.Entry] = {}
+        candidates = found.candidates
+        unlisted = tuple(found.unlisted)  # below them, the checkpoint's entries stay
+        files: dict[str, _state.Entry] = (
+            {rel: entry for rel, entry in old.items() if rel.startswith(unlisted)}
+            if unlisted
+            else {}
+        )
         todo: list[Candidate] = []
         for candidate in candidates:
             entry = old.get(candidate.relative)
@@ -172,9 +201,9 @@ def fetch_photos(ctx: RunContext[PhotosOptions]) -> Iterator[Record]:
     for entries in previous.values():
         run.seed(entries)
     scans = [(root, scan(root, options, ctx.log)) for root in roots]
-    ctx.progress(total=sum(len(candidates) for _, candidates in scans))
+    ctx.progress(total=sum(len(found.candidates) for _, found in scans))
     with Reader(options.workers, options.thumbnail_size, run.known) as reader:
-        for root, candidates in scans:
-            yield from run.root(root, candidates, previous[root], reader)
+        for root, found in scans:
+            yield from run.root(root, found, previous[root], reader)
             if run.remaining is not None and run.remaining <= 0:
                 break

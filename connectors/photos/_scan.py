@@ -3,7 +3,8 @@
 A file is a candidate by its extension; whether it really is an image is
 found out when it is read.  Entries are visited sorted by name, depth first,
 so every run sees the same order.  A directory reached twice (through a
-link) is walked once.
+link) is walked once.  Folders that cannot be listed are reported, so that
+what the checkpoint knows below them is kept rather than forgotten.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .options import PhotosOptions
 
-__all__ = ["IMAGE_SUFFIXES", "Candidate", "as_text", "scan"]
+__all__ = ["IMAGE_SUFFIXES", "Candidate", "Scan", "as_text", "scan"]
 
 IMAGE_SUFFIXES = frozenset(
     {
@@ -58,6 +59,17 @@ class Candidate:
     mtime_ns: int
 
 
+@dataclass(slots=True)
+class Scan:
+    """What walking a root found."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    unlisted: dict[str, str] = field(default_factory=dict)
+    """Folders that could not be listed, by relative prefix (``""`` the root, ``"a/b/"``): why."""
+    empty: bool = False
+    """The root was listed and holds nothing at all (the mount point of an unplugged disk?)."""
+
+
 def _matches(globs: list[str], relative: str, name: str) -> bool:
     """fnmatch, case-insensitive: on the name, or on the relative path if the glob has a ``/``."""
     rel, base = relative.lower(), name.lower()
@@ -71,6 +83,8 @@ class _Walker:
         self.options = options
         self.log = log
         self.seen_dirs: set[tuple[int, int]] = set()
+        self.unlisted: dict[str, str] = {}
+        self.empty = False
 
     def _inside(self, path: Path) -> bool:
         try:
@@ -95,22 +109,33 @@ class _Walker:
             self.log.warning("cannot read %s: %s", entry.path, exc.strerror or exc)
             return None
 
-    def _entries(self, directory: Path) -> list[os.DirEntry[str]]:
+    def _entries(self, directory: Path, prefix: str) -> list[os.DirEntry[str]]:
         try:
             with os.scandir(directory) as listing:
                 return sorted(listing, key=lambda e: e.name)
         except OSError as exc:
             self.log.warning("cannot list %s: %s", directory, exc.strerror or exc)
+            self.unlisted[prefix] = str(exc.strerror or exc)
             return []
 
     def walk(self) -> Iterator[Candidate]:
-        top = self.root.stat()
+        try:
+            top = self.root.stat()
+        except OSError as exc:  # gone since it was found to be a folder
+            self.unlisted[""] = str(exc.strerror or exc)
+            return
         self.seen_dirs.add((top.st_dev, top.st_ino))
-        yield from self._walk(self.root, "")
+        entries = self._entries(self.root, "")
+        self.empty = not entries and not self.unlisted
+        yield from self._walk(self.root, "", entries)
 
-    def _walk(self, directory: Path, prefix: str) -> Iterator[Candidate]:
+    def _walk(
+        self, directory: Path, prefix: str, entries: list[os.DirEntry[str]] | None = None
+    ) -> Iterator[Candidate]:
         options = self.options
-        for entry in self._entries(directory):
+        if entries is None:
+            entries = self._entries(directory, prefix)
+        for entry in entries:
             name = entry.name
             relative = prefix + name
             if name.startswith(".") and not options.hidden:
@@ -138,6 +163,8 @@ class _Walker:
                 yield Candidate(Path(entry.path), relative, info.st_size, info.st_mtime_ns)
 
 
-def scan(root: Path, options: PhotosOptions, log: logging.Logger) -> list[Candidate]:
-    """Every candidate image under ``root`` (which must be a readable directory)."""
-    return list(_Walker(root, options, log).walk())
+def scan(root: Path, options: PhotosOptions, log: logging.Logger) -> Scan:
+    """Every candidate image under the folder ``root``, and the folders that failed."""
+    walker = _Walker(root, options, log)
+    candidates = list(walker.walk())
+    return Scan(candidates, walker.unlisted, walker.empty)
