@@ -25,6 +25,7 @@ from importer.pod import (
     open_embedded_client,
 )
 from importer.pod._asgi import StreamingASGITransport
+from importer.pod._retry import RetryPolicy
 from importer.pod.local import create_app, running_pod
 
 from .conftest import PodFactory
@@ -93,6 +94,16 @@ async def test_search_and_last_added(pod: PodFactory) -> None:
         newest_a = await client.last_added("Person", email="a@x")
         assert newest_a is not None and newest_a["id"] == first
         assert await client.last_added("EmailMessage") is None
+
+
+async def test_out_of_range_limit_is_a_bad_request_at_once(pod: PodFactory) -> None:
+    """Such a search used to end in a 500, retried until the budget ran out."""
+    retry = RetryPolicy(max_attempts=3, max_elapsed=5, initial_backoff=0.01)
+    async with pod(retry=retry) as client:
+        await client.create_account()
+        with pytest.raises(PodBadRequest, match="_limit"):
+            await client.search({"_limit": 2**63})
+        assert client.retry_count == 0
 
 
 async def test_bulk_and_its_atomicity(pod: PodFactory) -> None:

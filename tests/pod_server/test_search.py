@@ -152,3 +152,16 @@ def test_edges_in_search_results(pod: PodCaller) -> None:
     assert label["[[edges]]"] == []
     # Without the keys, no edges are added.
     assert "[[edges]]" not in pod.search({"type": "EmailMessage"})[0]
+
+
+@pytest.mark.parametrize("key", ["_limit", "_offset"])
+def test_limit_and_offset_beyond_64_bits_are_400(pod: PodCaller, key: str) -> None:
+    """SQLite takes signed 64-bit counts: a bigger one is the client's mistake, not a 500."""
+    _labels(pod, "a1")
+    largest = pod.search({"type": "Label", key: 2**63 - 1})
+    assert _ids(largest) == (["a1"] if key == "_limit" else [])
+    assert key in pod.fails("search", {"type": "Label", key: 2**63}, 400)
+    pod.fails("search", {key: 2**70}, 400)
+    response = pod.call("bulk", {"search": [{"type": "Label"}, {key: 2**63}]})
+    assert response.status_code == 400, response.text
+    assert response.json()["section"] == "search" and response.json()["index"] == 1

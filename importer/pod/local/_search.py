@@ -17,7 +17,7 @@ import orjson
 
 from ._db import INDEXED_PROPERTIES
 from ._errors import bad_request, shown
-from ._schema import NAME_RE, Schema, check_value
+from ._schema import INT_MAX, NAME_RE, Schema, check_value
 
 __all__ = ["ITEM_COLUMNS", "Query", "compile_search", "item_from_row", "run_search"]
 
@@ -54,8 +54,9 @@ class Query:
 
 
 def _count(value: object, key: str) -> int:
-    if type(value) is not int or value < 0:
-        raise bad_request(f"{key} must be a non-negative integer, got {shown(value, 40)}")
+    """A ``_limit``/``_offset``: SQLite takes signed 64-bit values, so bigger is a 400."""
+    if type(value) is not int or not 0 <= value <= INT_MAX:
+        raise bad_request(f"{key} must be an integer from 0 to 2**63-1, got {shown(value, 40)}")
     return value
 
 
