@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from importer.schema import CENTRAL_TYPES
 
 from .conftest import PodCaller
@@ -122,6 +124,15 @@ def test_invalid_declarations_are_400(pod: PodCaller) -> None:
         {"itemType": "Dog", "propertyName": "deleted", "valueType": "Text"},
     ):
         pod.fails("create_item", {"type": "ItemPropertySchema", **declaration}, 400)
+
+
+@pytest.mark.parametrize("value_type", [["Integer"], {"type": "Integer"}, 5, None])
+def test_v5_value_type_that_is_not_a_string_is_400(pod: PodCaller, value_type: object) -> None:
+    payload = {"nodes": {"Dog": {"properties": {"name": "Text", "age": value_type}}}}
+    response = pod.http.post(f"/v5/{pod.owner}/schema", json={"auth": pod.auth, "payload": payload})
+    assert response.status_code == 400, response.text
+    assert "'age'" in response.json()["error"]
+    pod.fails("create_item", {"type": "Dog", "name": "Rex"}, 400)  # nothing declared
 
 
 def test_declarations_cannot_be_changed_by_update(pod: PodCaller) -> None:

@@ -156,9 +156,10 @@ class Schema:
         """Add a declaration; False if it exists already, a 400 if it conflicts."""
         check_name(item_type, "item type")
         check_name(prop, "property name")
-        if value_type not in VALUE_TYPES:
+        if not isinstance(value_type, str) or value_type not in VALUE_TYPES:
             raise bad_request(
-                f"value type {shown(value_type)} is not one of {', '.join(sorted(VALUE_TYPES))}"
+                f"property {prop!r}: value type {shown(value_type)} is not one of "
+                f"{', '.join(sorted(VALUE_TYPES))}"
             )
         core = _CORE_LOWER.get(prop.lower())
         if core is not None:
