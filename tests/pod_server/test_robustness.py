@@ -166,6 +166,22 @@ async def test_in_process_app_without_lifespan(tmp_path: Path) -> None:
     assert response_after_close.status_code == 503
 
 
+async def test_a_stopping_pod_answers_503_with_retry_after(tmp_path: Path) -> None:
+    """Clients take a 503 with Retry-After as "try again later" (a restart is quick)."""
+    app = create_app(tmp_path)
+    owner, key = secrets.token_hex(32), secrets.token_hex(32)
+    body = {"auth": {"type": "ClientAuth", "databaseKey": key}, "payload": {}}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://pod") as http:
+        assert (await http.post(f"/v4/{owner}/search", json=body)).status_code == 200
+        app.state.close()
+        for path in (f"/v4/{owner}/search", f"/v5/{owner}/schema"):
+            response = await http.post(path, json=body)
+            assert response.status_code == 503, response.text
+            assert response.headers["Retry-After"] == "1"
+            assert "shutting down" in response.json()["error"]
+
+
 def test_nothing_stored_in_plaintext(tmp_path: Path) -> None:
     marker = "PLAINTEXT-MARKER-" + secrets.token_hex(8)
     with running_pod(tmp_path) as url, httpx.Client(base_url=url) as http:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._db import WrongKey, create_database, database_exists
-from ._errors import PodHTTPError, bad_request, unauthorized
+from ._errors import PodHTTPError, bad_request, shutting_down, unauthorized
 from ._store import Store
 
 __all__ = ["Owners", "check_owner_key"]
@@ -118,7 +118,7 @@ class Owners:
         digest = self._digest(database_key)
         with self._lock:
             if self._closed:
-                raise PodHTTPError(503, "the Pod is shutting down")
+                raise shutting_down()
             entry = self._stores.get(owner)
             opening = self._opening.setdefault(owner, threading.Lock())
         if entry is None:

@@ -33,7 +33,7 @@ import orjson
 import sqlcipher3
 
 from ._db import DB_NAME, UnknownFormat, connect
-from ._errors import PodHTTPError, bad_request, conflict, not_found, shown
+from ._errors import PodHTTPError, bad_request, conflict, not_found, shown, shutting_down
 from ._files import BlobWriter, FileStore
 from ._items import check_id, dumps, prepare_new_items, undeclared
 from ._rows import insert_rows
@@ -151,7 +151,7 @@ class Store:
     def _locked(self) -> Iterator[None]:
         with self._lock:
             if self._closed:
-                raise PodHTTPError(503, "the Pod is shutting down")
+                raise shutting_down()
             yield
 
     def _declare_builtins(self) -> None:

@@ -88,7 +88,7 @@ def _check_sha256(value: object) -> str:
 
 
 def _error_response(error: PodHTTPError) -> Response:
-    return JSONResponse(error.body(), status_code=error.status)
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
 
 
 def _json_response(content: bytes) -> Response:
