@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         "--no-plugins",
         dest="plugins",
         action="store_false",
-        help="do not start importers when ImporterRun items are created",
+        help="do not start importers when run items (ImporterRun, PluginRun) are created",
     )
     search = pod_sub.add_parser("search", help="print matching items as JSON lines")
     _common(search)

@@ -78,8 +78,9 @@ class Owner:
         link_importer: bool = True,
         run_status: str | None = None,
         connector: str = "email",
+        run_type: str = "ImporterRun",
     ) -> tuple[str, str, str]:
-        """Account, Importer and ImporterRun linked as a Pod holds them; their ids."""
+        """Account, Importer and a run item linked as a Pod holds them; their ids."""
         account = Account(service="email", handle=handle, isMe=True).to_pod()
         if secret is not None:
             account["secret"] = secret
@@ -93,7 +94,7 @@ class Owner:
         }
         if config is not None:
             importer["config"] = config if isinstance(config, str) else json.dumps(config)
-        run: dict[str, Any] = {"id": secrets.token_hex(16), "type": "ImporterRun"}
+        run: dict[str, Any] = {"id": secrets.token_hex(16), "type": run_type}
         if run_status is not None:
             run["status"] = run_status
         edges = []

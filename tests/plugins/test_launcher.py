@@ -76,6 +76,22 @@ def test_creating_a_run_item_starts_the_importer(owner: Owner, served: tuple[str
     assert again["status"] == "done" and again["createdCount"] == 0
 
 
+def test_creating_a_plugin_run_starts_the_importer(tmp_path: Path) -> None:
+    """The API starts a plugin when a PluginRun is created; the local Pod does too."""
+    from importer.pod.local import running_pod
+
+    with running_pod(tmp_path / "pod", plugins=True) as url:
+        pod = Owner(url, app=None)
+        account_id, _, run_id = pod.make_importer(
+            {"source": "mbox", "path": str(SAMPLE)}, run_type="PluginRun"
+        )
+        run = pod.wait_for_run(run_id)
+        assert run["type"] == "PluginRun"
+        assert run["status"] == "done" and run["createdCount"] > 0, run
+        assert "imported" in run["outputTail"]
+        assert json.loads(pod.item(account_id)["importerState"])["email"]
+
+
 def test_a_second_run_for_the_same_account_is_refused(owner: Owner) -> None:
     _, importer_id, first = owner.make_importer(
         {"source": "mbox", "path": str(SAMPLE)}, handle="twice@plugin.test", link_importer=False
@@ -160,8 +176,11 @@ def test_no_plugins_turns_the_launcher_off(tmp_path: Path) -> None:
 def test_which_writes_touch_runs() -> None:
     run: dict[str, Any] = {"type": "ImporterRun", "id": "r1"}
     assert runs_touched("create_item", run, "r1") == ["r1"]
+    assert runs_touched("create_item", {"type": "PluginRun"}, "p1") == ["p1"]
     assert runs_touched("create_item", {"type": "Importer"}, "x") == []
     edge = {"_source": "r2", "_name": "importer", "_target": "i"}
     assert runs_touched("create_edge", edge, "e") == ["r2"]
     bulk = {"createItems": [{"type": "Account"}, run], "createEdges": [edge]}
     assert runs_touched("bulk", bulk, {"createItems": ["a", "r1"]}) == ["r1", "r2"]
+    plugin_bulk = {"createItems": [{"type": "PluginRun"}]}
+    assert runs_touched("bulk", plugin_bulk, {"createItems": ["p2"]}) == ["p2"]

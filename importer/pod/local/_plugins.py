@@ -1,6 +1,7 @@
 """The local Pod starts importers the way a Pod starts plugins: a subprocess per run.
 
-When a write commits an ``ImporterRun`` item with no status (or
+When a write commits a run item (``ImporterRun``, or ``PluginRun``: the API
+starts a plugin when a ``PluginRun`` is created) with no status (or
 ``"requested"``) that is linked ``-importer->`` to an ``Importer`` (the edge
 may come in the same request or a later one), the launcher runs
 ``python -m importer run CONNECTOR`` with the ``POD_*`` environment.  The
@@ -37,13 +38,14 @@ from anyio.abc import Process, TaskGroup
 
 from ._owners import Owners
 
-__all__ = ["STOP_GRACE", "TAIL_BYTES", "PluginLauncher", "runs_touched"]
+__all__ = ["RUN_TYPES", "STOP_GRACE", "TAIL_BYTES", "PluginLauncher", "runs_touched"]
 
 _log = logging.getLogger(__name__)
 
 TAIL_BYTES = 4096
 STOP_GRACE = 5.0
-RUN_TYPE = "ImporterRun"
+RUN_TYPES = frozenset({"ImporterRun", "PluginRun"})
+"""Run item types the launcher starts (``PluginRun`` is an ``ImporterRun``)."""
 REFUSED_ERROR = "a run for this account is in progress"
 _CONNECTOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _INHERITED_NOT = ("POD_", "IMPORTER_POD_")
@@ -54,7 +56,7 @@ def runs_touched(endpoint: str, payload: Any, result: Any) -> list[str]:
     """Ids of run items a committed write may have made ready to start."""
     found: list[str] = []
     if endpoint == "create_item" and isinstance(payload, dict):
-        if payload.get("type") == RUN_TYPE and isinstance(result, str):
+        if payload.get("type") in RUN_TYPES and isinstance(result, str):
             found.append(result)
     elif endpoint == "create_edge" and isinstance(payload, dict):
         if payload.get("_name") == "importer" and isinstance(payload.get("_source"), str):
@@ -63,7 +65,7 @@ def runs_touched(endpoint: str, payload: Any, result: Any) -> list[str]:
         items = payload.get("createItems") or []
         ids = result.get("createItems") or []
         for item, item_id in zip(items, ids, strict=False):
-            if isinstance(item, dict) and item.get("type") == RUN_TYPE:
+            if isinstance(item, dict) and item.get("type") in RUN_TYPES:
                 found.append(str(item_id))
         for edge in payload.get("createEdges") or []:
             if isinstance(edge, dict) and edge.get("_name") == "importer":
@@ -163,7 +165,7 @@ class PluginLauncher:
         """The run if it waits for a start and has its Importer (blocking: a worker thread)."""
         store = self.owners.store(owner, database_key)
         found = store.get_item(run_id)
-        if not found or found[0].get("type") != RUN_TYPE or found[0].get("deleted"):
+        if not found or found[0].get("type") not in RUN_TYPES or found[0].get("deleted"):
             return None
         run = found[0]
         if run.get("status") not in (None, "requested"):

@@ -61,7 +61,7 @@ _OPERATIONS: dict[str, Callable[[Store, Any], Any]] = {
 
 
 _PLUGIN_TRIGGERS = frozenset({"create_item", "create_edge", "bulk"})
-"""Writes that can create an ImporterRun item or its ``importer`` edge."""
+"""Writes that can create a run item (ImporterRun, PluginRun) or its ``importer`` edge."""
 
 
 def _parse_json(body: bytes) -> Any:
@@ -377,7 +377,7 @@ def create_app(
 ) -> Starlette:
     """The local Pod serving the owners' stores under ``data_dir``.
 
-    ``plugins``: start ``importer run`` for new ImporterRun items (see
+    ``plugins``: start ``importer run`` for new ImporterRun or PluginRun items (see
     :mod:`._plugins`) while a server runs the app; the children call back at
     ``plugin_address`` (``app.state.plugins.address``, settable later).
 

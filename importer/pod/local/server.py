@@ -49,7 +49,7 @@ def serve(
 ) -> None:
     """Serve the local Pod until interrupted; ``app_options`` go to :func:`create_app`.
 
-    ``plugins``: start importers for new ImporterRun items (``pod serve --no-plugins``
+    ``plugins``: start importers for new run items (``pod serve --no-plugins``
     turns it off); they call back at this server's address.
     """
     app = create_app(
