@@ -99,6 +99,29 @@ def test_undeclared_property_is_rejected(pod: PodCaller) -> None:
     assert pod.search({"type": "Person"}) == []
 
 
+@pytest.mark.parametrize("endpoint", ["create_item", "update_item", "bulk"])
+def test_undeclared_or_invalid_property_with_null_is_rejected(
+    pod: PodCaller, endpoint: str
+) -> None:
+    """A null does not make an undeclared (or invalid) property name acceptable."""
+    pod.ok("create_item", {"type": "Label", "id": "l", "name": "inbox"})
+    for key in ("neverDeclared", "bad name!", "handle"):  # handle: an Account property
+        if endpoint == "create_item":
+            message = pod.fails(endpoint, {"type": "Label", key: None}, 400)
+        elif endpoint == "update_item":
+            message = pod.fails(endpoint, {"id": "l", key: None}, 400)
+        else:
+            items = [{"type": "Label", "name": str(n), key: None} for n in range(3)]
+            message = pod.fails(endpoint, {"createItems": items}, 400)
+        assert repr(key) in message
+    assert [item["id"] for item in pod.search({"type": "Label"})] == ["l"]
+    # A declared property may be null: absent on create, erased on update.
+    created = pod.ok("create_item", {"type": "Label", "name": None})
+    assert "name" not in pod.ok("get_item", created)[0]
+    pod.ok("update_item", {"id": "l", "name": None})
+    assert "name" not in pod.ok("get_item", "l")[0]
+
+
 @pytest.mark.parametrize(
     ("prop", "value"),
     [

@@ -119,9 +119,11 @@ def _plan(
             if value_type is int:
                 numbers.append(key)
             continue
-        if value_type is type(None):
-            continue
         declared_type = declared.get(key)
+        if value_type is type(None):
+            if declared_type is None:  # undeclared even if null: the full path says so
+                return None
+            continue
         if declared_type is None or _PY_TYPES[declared_type] is not value_type:
             return None
         props.append(key)
@@ -150,12 +152,13 @@ def _prepare_one(tx: Transaction, raw: object) -> NewItem:
     declared = tx.schema.types.get(item_type, {})
     props: dict[str, Any] = {}
     for key, value in raw.items():
-        if value is None or key in CORE_FIELDS:
+        if key in CORE_FIELDS:
             continue
         value_type = declared.get(key)
-        if value_type is None:
+        if value_type is None:  # whatever the value: update_item says the same
             raise undeclared(tx, item_type, key)
-        props[key] = check_value(key, value_type, value)
+        if value is not None:
+            props[key] = check_value(key, value_type, value)
     if item_type == SCHEMA_ITEM_TYPE:
         missing = [k for k in ("itemType", "propertyName", "valueType") if k not in props]
         if missing:
