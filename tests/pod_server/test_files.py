@@ -49,6 +49,30 @@ def test_upload_and_get_round_trip(pod: PodCaller) -> None:
     assert (copy["keystr"], copy["nonce"]) == (item["keystr"], item["nonce"])
 
 
+@pytest.mark.parametrize("how", ["create_item", "bulk", "update_item"])
+def test_sha256_in_upper_case_matches_its_upload(pod: PodCaller, how: str) -> None:
+    """Hex is hex: a File announced in upper case takes the upload of that content."""
+    data, sha = _content(2000)
+    upper = sha.upper()
+    if how == "create_item":
+        file_id = pod.ok("create_item", {"type": "File", "sha256": upper})
+    elif how == "bulk":
+        items = [{"type": "File", "sha256": upper, "filename": f"{n}.bin"} for n in range(3)]
+        file_id = pod.ok("bulk", {"createItems": items})["createItems"][0]
+    else:
+        file_id = pod.ok("create_item", {"type": "File", "sha256": "0" * 64})
+        pod.ok("update_item", {"id": file_id, "sha256": upper})
+    assert _upload(pod, upper, data).status_code == 200
+    assert pod.call("get_file", {"sha256": upper}).content == data
+    (item,) = pod.ok("get_item", file_id)
+    assert item["sha256"] == sha and len(item["keystr"]) == 64
+    assert file_id in [found["id"] for found in pod.search({"sha256": upper})]
+    assert file_id in [found["id"] for found in pod.search({"sha256": sha})]
+    # Only hex is lowered: other text is kept as given.
+    other = pod.ok("create_item", {"type": "File", "sha256": "Not-A-Hash"})
+    assert pod.ok("get_item", other)[0]["sha256"] == "Not-A-Hash"
+
+
 def test_streamed_upload_without_length(pod: PodCaller) -> None:
     chunks = [os.urandom(100_000) for _ in range(25)]
     sha = hashlib.sha256(b"".join(chunks)).hexdigest()

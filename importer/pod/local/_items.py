@@ -26,6 +26,7 @@ from ._schema import (
     SCHEMA_ITEM_TYPE,
     check_name,
     check_value,
+    normal_sha256,
 )
 from ._tx import Transaction
 
@@ -86,6 +87,8 @@ class _Plan:
     numbers: tuple[str, ...]
     """Integer/DateTime properties and dates, whose range is checked per item."""
     reals: tuple[str, ...]
+    sha256: bool
+    """Items carry ``sha256``: one in upper case takes the full path to be lowered."""
 
 
 def _picker(keys: tuple[str, ...]) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -131,7 +134,8 @@ def _plan(
             numbers.append(key)
         elif value_type is float:
             reals.append(key)
-    return _Plan(item_type, _picker(tuple(props)), tuple(numbers), tuple(reals))
+    sha256 = "sha256" in props
+    return _Plan(item_type, _picker(tuple(props)), tuple(numbers), tuple(reals), sha256)
 
 
 def _prepare_one(tx: Transaction, raw: object) -> NewItem:
@@ -159,6 +163,8 @@ def _prepare_one(tx: Transaction, raw: object) -> NewItem:
             raise undeclared(tx, item_type, key)
         if value is not None:
             props[key] = check_value(key, value_type, value)
+            if key == "sha256":
+                props[key] = normal_sha256(props[key])
     if item_type == SCHEMA_ITEM_TYPE:
         missing = [k for k in ("itemType", "propertyName", "valueType") if k not in props]
         if missing:
@@ -175,6 +181,8 @@ def _fast(plan: _Plan, item: dict[str, Any], now: int) -> NewItem | None:
     for key in plan.reals:
         if item[key] - item[key] != 0.0:  # inf or nan
             return None
+    if plan.sha256 and not item["sha256"].islower():
+        return None
     item_id = item.get("id")
     if item_id is None:
         item_id = secrets.token_hex(16)

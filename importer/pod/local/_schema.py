@@ -26,6 +26,7 @@ __all__ = [
     "builtin_declarations",
     "check_name",
     "check_value",
+    "normal_sha256",
 ]
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -69,6 +70,19 @@ def check_name(value: object, what: str) -> str:
     """``value`` if it is a valid type/property/edge name, else a 400."""
     if not isinstance(value, str) or len(value) > _MAX_NAME or not NAME_RE.fullmatch(value):
         raise bad_request(f"{what} {shown(value)} is not a valid name ([A-Za-z][A-Za-z0-9_]*)")
+    return value
+
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def normal_sha256(value: Any) -> Any:
+    """A ``sha256`` property as stored: hex in lower case, like the upload URLs the Pod matches.
+
+    Anything that is not 64 hex digits is kept as given.
+    """
+    if type(value) is str and not value.islower() and _HEX64.fullmatch(value):
+        return value.lower()
     return value
 
 
