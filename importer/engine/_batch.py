@@ -140,12 +140,50 @@ class BatchBuilder:
         """Add one record; True when the batch is now full (time to ``take`` it).
 
         A record that cannot be sent to the Pod is recorded as skipped instead
-        (one bad record must not fail every run at the same place).
+        (one bad record must not fail every run at the same place).  One body,
+        no call per record: this runs for every record of every source.
         """
         batch = self.current
         batch.records += 1
         try:
-            self._add(batch, record)
+            if isinstance(record, Item):
+                self._add_item(record, update_only=False)
+            elif isinstance(record, Edge):
+                # An end given as an item is created with the edge.  Ids are
+                # nearly always ASCII, which str.isascii() tells at once.
+                source, target = record.source, record.target
+                if isinstance(source, str):
+                    if not source.isascii():
+                        _check_id(source, record.name)
+                else:
+                    source = self._add_item(source, update_only=False)
+                if isinstance(target, str):
+                    if not target.isascii():
+                        _check_id(target, record.name)
+                else:
+                    target = self._add_item(target, update_only=False)
+                key = (source, record.name, target)
+                if key not in batch.edges:
+                    batch.edges[key] = None
+                    batch.nbytes += 120
+            elif isinstance(record, FilePayload):
+                file_id = self._add_item(record.file, update_only=False)
+                if file_id not in batch.files:
+                    batch.files[file_id] = record
+                    # Only bytes held in memory count: paths and streams are read
+                    # while uploading, never whole.
+                    if isinstance(record.content, bytes):
+                        batch.nbytes += len(record.content)
+            elif isinstance(record, Update):
+                self._add_item(record.item, update_only=True)
+            elif isinstance(record, Checkpoint):
+                self.state.setdefault(self.connector, {})[record.stream] = record.state
+                batch.checkpoint = json.dumps(self.state, sort_keys=True, separators=(",", ":"))
+            else:
+                raise TypeError(
+                    f"fetch() yielded {type(record).__name__}; expected an Item, Edge, "
+                    "FilePayload, Update or Checkpoint"
+                )
         except _Unsendable as exc:
             if self.skip is None:
                 log.warning("skipped %s: %s", exc.ref, exc.reason)
@@ -155,44 +193,6 @@ class BatchBuilder:
             len(batch.items) + len(batch.edges) >= self.max_records
             or batch.nbytes >= self.max_bytes
         )
-
-    def _add(self, batch: Batch, record: Record) -> None:
-        if isinstance(record, Item):
-            self._add_item(record, update_only=False)
-        elif isinstance(record, Edge):
-            # An end given as an item is created with the edge (inlined: this
-            # runs for most records of most sources).
-            source, target = record.source, record.target
-            if isinstance(source, str):
-                _check_id(source, record.name)
-            else:
-                source = self._add_item(source, update_only=False)
-            if isinstance(target, str):
-                _check_id(target, record.name)
-            else:
-                target = self._add_item(target, update_only=False)
-            key = (source, record.name, target)
-            if key not in batch.edges:
-                batch.edges[key] = None
-                batch.nbytes += 120
-        elif isinstance(record, FilePayload):
-            file_id = self._add_item(record.file, update_only=False)
-            if file_id not in batch.files:
-                batch.files[file_id] = record
-                # Only bytes held in memory count: paths and streams are read
-                # while uploading, never whole.
-                if isinstance(record.content, bytes):
-                    batch.nbytes += len(record.content)
-        elif isinstance(record, Update):
-            self._add_item(record.item, update_only=True)
-        elif isinstance(record, Checkpoint):
-            self.state.setdefault(self.connector, {})[record.stream] = record.state
-            batch.checkpoint = json.dumps(self.state, sort_keys=True, separators=(",", ":"))
-        else:
-            raise TypeError(
-                f"fetch() yielded {type(record).__name__}; expected an Item, Edge, "
-                "FilePayload, Update or Checkpoint"
-            )
 
     def _add_item(self, item: Item, *, update_only: bool) -> str:
         batch = self.current
