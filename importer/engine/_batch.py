@@ -209,12 +209,15 @@ class BatchBuilder:
             batch.items[item_id] = BatchItem(data, mutable, type(item), update_only)
             batch.nbytes += nbytes
             return item_id
-        # The same thing twice in one batch (e.g. one message in two folders):
-        # later values win, a full sighting beats an update-only one.
-        if update_only and not seen.update_only:
-            seen.data.update({k: v for k, v in data.items() if k in item.mutable_fields})
-        else:
+        # The same thing twice in one batch (one message in two folders, or two
+        # messages sharing a Message-ID): the first full sighting's fields stay,
+        # as they do when the second comes in a later batch (the item exists by
+        # then), and mutable fields take the latest values.  Later values for
+        # all fields would splice two different things into one item.
+        if seen.update_only and not update_only:
             seen.data.update(data)
+        else:
+            seen.data.update({k: v for k, v in data.items() if k in item.mutable_fields})
         seen.mutable.update(mutable)
         seen.update_only = seen.update_only and update_only
         return item_id

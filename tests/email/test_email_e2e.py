@@ -675,3 +675,31 @@ async def test_stdlib_corpus_mbox_imports_every_message_or_says_why(tmp_path: Pa
         whole = {f"mbox:{path}@{starts[n]}" for n in unusable}
         for ref in set(reasons) - whole:
             assert ref.split(" ", 1)[0] in {f"mbox:{path}@{at}" for at in starts.values()}
+
+
+async def test_two_messages_sharing_a_message_id_make_one_item_the_first_copy(
+    tmp_path: Path,
+) -> None:
+    """Your HTML original and a list's plain-text copy share a Message-ID: one item,
+    the first copy's, whether the two land in one batch or in two."""
+    original = to_sam(3, subject="Plans", body="my original text", html_only=True)
+    list_copy = to_sam(
+        0, subject="[team] Plans", body="my original text\n-- \nteam list footer\n"
+    ).replace(b"<msg0@corpus.example>", b"<msg3@corpus.example>")
+    path = tmp_path / "All.mbox"
+    write_mbox(path, [original, list_copy])
+    found = []
+    for batch_records in (40, 2):  # together in one batch; one batch each
+        settings = EngineSettings(batch_records=batch_records, flush_interval=0.2)
+        async with local_pod(tmp_path / f"pod-{batch_records}") as pod:
+            result = await run_connector(
+                connector, mbox_options(path), client=pod, data_dir=tmp_path, settings=settings
+            )
+            assert result.error is None, result.error
+            [msg] = (await snapshot(pod)).of_type("EmailMessage")
+        found.append({k: msg.get(k) for k in ("subject", "content", "htmlContent")})
+    first, second = found
+    assert first == second
+    assert first["subject"] == "Plans"
+    assert "footer" not in (first["content"] or "")
+    assert "my original text" in (first["htmlContent"] or "")
