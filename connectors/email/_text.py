@@ -45,7 +45,9 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     sent as us-ascii) still decodes.  Text that is mostly UTF-8 (or declared
     UTF-8 and holding any valid multi-byte sequence) with a few stray bytes
     loses only those bytes (U+FFFD): re-reading it all as cp1252 would garble
-    every other non-ASCII character.  The last fallback never fails.
+    every other non-ASCII character.  So does text in another declared
+    charset (GB18030, Shift_JIS...) that mostly decodes in it.  The last
+    fallback never fails.
     """
     declared = charset_codec(charset)
     if declared is not None:
@@ -59,20 +61,31 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
         except UnicodeDecodeError:
             pass
     text = data.decode("utf-8", "replace")
-    if _mostly_utf8(data, text, declared == "utf-8"):
+    if _mostly_decoded(text, data.count(b"\xef\xbf\xbd"), declared == "utf-8"):
         return text
+    if declared not in (None, "utf-8"):
+        try:
+            text = data.decode(declared, "replace")
+        except LookupError:
+            pass
+        else:
+            if _mostly_decoded(text, 0, False):
+                return text
     try:
         return data.decode("cp1252")
     except UnicodeDecodeError:
         return data.decode("latin-1")
 
 
-def _mostly_utf8(data: bytes, text: str, declared: bool) -> bool:
-    """Whether ``text`` (``data`` decoded as UTF-8 with replacement) is UTF-8 with a few bad bytes.
+def _mostly_decoded(text: str, literal: int, declared: bool) -> bool:
+    """Whether ``text`` (decoded with replacement) is that charset with a few bad bytes.
 
-    Counted in C (encode/count), as this runs for every body that is not valid UTF-8.
+    ``literal`` U+FFFD were in the data itself; when the charset was declared
+    any decoded non-ASCII character counts, else there must be more of them
+    than bad bytes.  Counted in C (encode/count): this runs for every text
+    that did not decode strictly.
     """
-    bad = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
+    bad = text.count("\ufffd") - literal
     good = len(text) - len(text.encode("ascii", "ignore")) - text.count("\ufffd")
     return good > 0 if declared else good > bad
 
