@@ -153,6 +153,8 @@ class ImapImport:
         """Per folder, UIDs whose batch the server refused: fetched one at a time."""
         self._refused: dict[str, set[int]] = {}
         """Per folder, UIDs the server refused to deliver even alone (skipped)."""
+        self._hung_up_on: dict[str, set[int]] = {}
+        """Per folder, UIDs whose FETCH alone the server answered once with BYE."""
 
     # -- the run ---------------------------------------------------------------
 
@@ -412,7 +414,8 @@ class ImapImport:
         """(uid, FETCH data) in UID order, or (uid, the server's reason) for a refused message.
 
         A FETCH the server refuses (NO, or Dovecot's BYE and hang-up) is narrowed
-        down to single messages, so one unreadable message costs only itself.
+        down to single messages, so one unreadable message costs only itself; a
+        message is given up after a NO, or after a BYE on its own FETCH twice.
         UIDs the server no longer has are left out.  Raises :class:`_HungUp` when
         the server closed the connection; the folder then resumes after the last
         UID handed out.
@@ -444,6 +447,7 @@ class ImapImport:
                     if entry is not None:
                         yield uid, entry
                 return
+        hung_up_on = self._hung_up_on.setdefault(folder.name, set())
         for uid in uids:
             try:
                 single = self._session.client.fetch([uid], items)
@@ -451,9 +455,15 @@ class ImapImport:
                 reason = self._refusal(exc)
                 if reason is None:
                     raise
+                hung_up = isinstance(exc, imaplib.IMAP4.abort)
+                if hung_up and uid not in hung_up_on:
+                    # One BYE may be a server shutting down, not this message:
+                    # it is fetched again after reconnecting; a second one is it.
+                    hung_up_on.add(uid)
+                    raise _HungUp(reason) from None
                 refused.add(uid)
                 yield uid, reason
-                if isinstance(exc, imaplib.IMAP4.abort):
+                if hung_up:
                     raise _HungUp(reason) from None
                 continue
             entry = single.get(uid)

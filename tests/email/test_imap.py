@@ -409,6 +409,31 @@ def test_messages_a_server_answers_no_for_are_skipped_and_the_rest_imported(
     assert result.new_checkpoints["imap:INBOX"]["last_uid"] == uids[-1]
 
 
+def test_a_server_hanging_up_once_on_one_message_does_not_cost_it(
+    dovecot: DovecotServer, imap_user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BYE on one message's own FETCH may be the server shutting down, not the message."""
+    dovecot.append(imap_user, "INBOX", [message("s", 0)])  # one new message: fetched alone
+    fetch = IMAPClient.fetch
+    hung_up: list[list[int]] = []
+
+    def shutting_down(self: IMAPClient, messages: list[int], data: list[str]) -> Any:
+        if "BODY.PEEK[]" in data and not hung_up:
+            hung_up.append(list(messages))
+            self._imap.untagged_responses.setdefault("BYE", []).append(b"Server shutting down.")
+            self._imap.shutdown()
+            raise imaplib.IMAP4.abort("socket error: EOF")
+        return fetch(self, messages, data)
+
+    monkeypatch.setattr(IMAPClient, "fetch", shutting_down)
+    ctx = make_ctx(dovecot, imap_user)
+    result = run(ctx)
+
+    assert len(hung_up) == 1 and len(hung_up[0]) == 1
+    assert result.subjects == ["s message 0"]
+    assert ctx.skipped == []
+
+
 def test_flags_the_server_cannot_read_are_skipped_and_other_updates_land(
     dovecot: DovecotServer, imap_user: str
 ) -> None:
