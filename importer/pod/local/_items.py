@@ -26,7 +26,6 @@ from ._schema import (
     SCHEMA_ITEM_TYPE,
     check_name,
     check_value,
-    normal_sha256,
 )
 from ._tx import Transaction
 
@@ -163,8 +162,6 @@ def _prepare_one(tx: Transaction, raw: object) -> NewItem:
             raise undeclared(tx, item_type, key)
         if value is not None:
             props[key] = check_value(key, value_type, value)
-            if key == "sha256":
-                props[key] = normal_sha256(props[key])
     if item_type == SCHEMA_ITEM_TYPE:
         missing = [k for k in ("itemType", "propertyName", "valueType") if k not in props]
         if missing:

@@ -26,7 +26,6 @@ __all__ = [
     "builtin_declarations",
     "check_name",
     "check_value",
-    "normal_sha256",
 ]
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -76,7 +75,7 @@ def check_name(value: object, what: str) -> str:
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
-def normal_sha256(value: Any) -> Any:
+def _normal_sha256(value: Any) -> Any:
     """A ``sha256`` property as stored: hex in lower case, like the upload URLs the Pod matches.
 
     Anything that is not 64 hex digits is kept as given.
@@ -126,13 +125,14 @@ def check_value(name: str, value_type: str, value: object) -> Any:
 
     Strict: a bool is not an Integer, a string is not a number.  An integer is
     accepted for a Real (JSON does not tell 1 from 1.0) and stored as a float.
+    A ``sha256`` is stored (and so searched) in lower case.
     """
     checked = _CHECKERS[value_type](value)
     if checked is _INVALID:
         raise bad_request(
             f"property {name!r} is {value_type}; got {type(value).__name__} {shown(value, 40)}"
         )
-    return checked
+    return _normal_sha256(checked) if name == "sha256" else checked
 
 
 class Schema:

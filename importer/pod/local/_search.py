@@ -17,7 +17,7 @@ import orjson
 
 from ._db import INDEXED_PROPERTIES
 from ._errors import bad_request, shown
-from ._schema import INT_MAX, NAME_RE, Schema, check_value, normal_sha256
+from ._schema import INT_MAX, NAME_RE, Schema, check_value
 
 __all__ = ["ITEM_COLUMNS", "Query", "compile_search", "item_from_row", "run_search"]
 
@@ -100,8 +100,6 @@ def compile_search(schema: Schema, flt: object) -> Query:
                 query.where.append(f"{_property_expr(key)} IS NULL")
             else:
                 checked = check_value(key, declared, value)
-                if key == "sha256":  # stored in lower case
-                    checked = normal_sha256(checked)
                 query.where.append(f"{_property_expr(key)} = ?")
                 query.params.append(int(checked) if declared == "Bool" else checked)
                 if key in INDEXED_PROPERTIES and query.index is None:

@@ -37,14 +37,7 @@ from ._errors import PodHTTPError, bad_request, conflict, not_found, shown, shut
 from ._files import BlobWriter, FileStore
 from ._items import check_id, dumps, prepare_new_items, undeclared
 from ._rows import insert_rows
-from ._schema import (
-    SCHEMA_ITEM_TYPE,
-    Schema,
-    builtin_declarations,
-    check_name,
-    check_value,
-    normal_sha256,
-)
+from ._schema import SCHEMA_ITEM_TYPE, Schema, builtin_declarations, check_name, check_value
 from ._search import ITEM_COLUMNS, compile_search, item_from_row, run_search
 from ._tx import Transaction
 
@@ -367,8 +360,6 @@ class Store:
                 row.props.pop(key, None)
             else:
                 row.props[key] = check_value(key, value_type, value)
-                if key == "sha256":
-                    row.props[key] = normal_sha256(row.props[key])
         row.date_modified = tx.now if modified is None else modified
 
     @staticmethod
