@@ -23,10 +23,8 @@ and the Pod is spared a transaction (and an fsync) per bulk.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,17 +33,15 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..model import FilePayload
+from ..pod._upload import hash_bytes, hash_file
 from ..pod.errors import PodBadRequest, PodConflict, PodError
+from ._batch import SkipCallback
 from ._resolve import HOLD_PLANS, Plan, Resolver
 from ._stats import RunStats
 
 log = logging.getLogger("importer.engine")
 
 _MAX_CONFLICT_RETRIES = 3
-_HASH_CHUNK = 1024 * 1024
-
-SkipCallback = Callable[[str, str], None]
-"""Records a record that could not be imported: ``(ref, reason)``, as ``ctx.skip``."""
 
 
 def _lost_content(payload: FilePayload, exc: Exception) -> str | None:
@@ -58,20 +54,17 @@ def _lost_content(payload: FilePayload, exc: Exception) -> str | None:
     """
     content = payload.content
     if isinstance(content, Path):
-        digest = hashlib.sha256()
         try:
-            with content.open("rb") as handle:
-                while chunk := handle.read(_HASH_CHUNK):
-                    digest.update(chunk)
+            found = hash_file(content)
         except OSError as err:
             return f"file could not be read for upload: {err.strerror or err}"
-        if digest.hexdigest() != payload.sha256.lower():
+        if found != payload.sha256.lower():
             return "file changed after it was read: its content no longer matches its sha256"
         return None
     if (
         isinstance(content, bytes)
         and isinstance(exc, PodBadRequest)
-        and hashlib.sha256(content).hexdigest() != payload.sha256.lower()
+        and hash_bytes(content) != payload.sha256.lower()
     ):
         return "content does not match the sha256 of its File item"
     return None

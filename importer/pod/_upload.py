@@ -31,6 +31,8 @@ __all__ = [
     "UploadContent",
     "UploadSource",
     "check_sha256",
+    "hash_bytes",
+    "hash_file",
     "prepare_upload",
 ]
 
@@ -63,7 +65,8 @@ class UploadSource:
     body: Callable[[], Body]
 
 
-def _hash_file(path: Path) -> str:
+def hash_file(path: Path) -> str:
+    """The sha256 of a file, read in chunks (hex)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK_SIZE):
@@ -71,7 +74,8 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _hash_bytes(data: bytes) -> str:
+def hash_bytes(data: bytes) -> str:
+    """The sha256 of ``data`` (hex)."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -85,7 +89,7 @@ def _read_small(path: Path, sha256: str | None) -> tuple[bytes | None, int, str 
         if size <= WHOLE_SIZE:
             data = handle.read(size + 1)  # sized to the file: a bigger buffer costs page faults
             if len(data) <= size:
-                return data, len(data), sha256 if sha256 is not None else _hash_bytes(data)
+                return data, len(data), sha256 if sha256 is not None else hash_bytes(data)
             size = os.fstat(handle.fileno()).st_size  # it grew: send it as a file after all
     return None, size, sha256
 
@@ -149,9 +153,9 @@ async def prepare_upload(content: UploadContent, sha256: str | None) -> AsyncIte
         data = bytes(content)
         if expected is None:
             if len(data) > _HASH_IN_THREAD_ABOVE:
-                expected = await anyio.to_thread.run_sync(_hash_bytes, data)
+                expected = await anyio.to_thread.run_sync(hash_bytes, data)
             else:
-                expected = _hash_bytes(data)
+                expected = hash_bytes(data)
         yield UploadSource(expected, len(data), True, lambda: data)
     elif isinstance(content, Path):
         small, size, expected = await anyio.to_thread.run_sync(_read_small, content, expected)
@@ -160,7 +164,7 @@ async def prepare_upload(content: UploadContent, sha256: str | None) -> AsyncIte
             yield UploadSource(expected, size, True, lambda: whole)
             return
         if expected is None:
-            expected = await anyio.to_thread.run_sync(_hash_file, content)
+            expected = await anyio.to_thread.run_sync(hash_file, content)
         yield _file_source(content, expected, size)
     elif expected is not None:
         stream = content
