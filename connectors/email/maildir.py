@@ -229,8 +229,10 @@ class _Plan:
     unreadable: list[str]
     """Files this run could not read (relative to the folder)."""
 
-    def relative(self, path: Path) -> str:
-        return path.relative_to(self.folder.path).as_posix()
+    def cannot_read(self, ctx: RunContext[EmailOptions], path: Path, error: OSError) -> None:
+        """Record ``path`` as skipped and keep it to be tried again next run."""
+        ctx.skip(f"maildir:{path}", f"cannot be read ({_why(error)}); tried again next run")
+        self.unreadable.append(path.relative_to(self.folder.path).as_posix())
 
 
 def _plan(ctx: RunContext[EmailOptions], folder: MaildirFolder) -> _Plan | None:
@@ -267,8 +269,7 @@ def _plan(ctx: RunContext[EmailOptions], folder: MaildirFolder) -> _Plan | None:
             continue
         files.append(_File(path, st.st_ctime_ns, st.st_mtime_ns))
     for path, error in failed:
-        ctx.skip(f"maildir:{path}", f"cannot be read ({_why(error)}); tried again next run")
-        plan.unreadable.append(plan.relative(path))
+        plan.cannot_read(ctx, path, error)
     files.sort(key=lambda f: (f.ctime_ns, f.path.name))
     return plan
 
@@ -281,8 +282,7 @@ def _read(ctx: RunContext[EmailOptions], plan: _Plan, item: _File) -> Iterator[R
         ctx.log.debug("maildir file vanished while reading: %s", ref)
         return
     except OSError as exc:
-        ctx.skip(ref, f"cannot be read ({_why(exc)}); tried again next run")
-        plan.unreadable.append(plan.relative(item.path))
+        plan.cannot_read(ctx, item.path, exc)
         return
     flags = message_flags(item.path.name)
     received = datetime.fromtimestamp(item.mtime_ns / 1e9, tz=UTC)
