@@ -26,9 +26,11 @@ SAMPLE = ROOT / "connectors" / "email" / "samples" / "sample.mbox"
 
 
 def base_env(home: Path) -> dict[str, str]:
-    """A clean process environment: no config file, no inherited Pod settings."""
+    """A clean process environment: no config file, no inherited Pod settings; this
+    checkout's ``importer`` (not an installed copy) on the path."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
         "HOME": str(home),
         "XDG_CONFIG_HOME": str(home / "config"),
         "XDG_DATA_HOME": str(home / "data"),
