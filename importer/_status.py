@@ -57,7 +57,7 @@ async def importer_status(client: Any, importer: dict[str, Any]) -> str:
         outcome += f" ({last['error']})"
     return (
         f"{label}: last run {_age(last.get('startDate'))}, {outcome}; {counts}; "
-        f"{len(runs)} runs; checkpoint {checkpoint}"
+        f"{len(runs)} run{'' if len(runs) == 1 else 's'}; checkpoint {checkpoint}"
     )
 
 

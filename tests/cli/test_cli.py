@@ -123,7 +123,9 @@ def test_status_without_config_shows_what_was_imported(tmp_path: Path) -> None:
     status = importer("status", tmp_path=tmp_path)
     assert status.returncode == 0, status.stderr
     assert status.stdout.startswith("email:mbox:sample.mbox: last run")
-    assert ", done; " in status.stdout and "1 runs" in status.stdout
+    assert ", done; " in status.stdout and "; 1 run; " in status.stdout
+    assert importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path).returncode == 0
+    assert "; 2 runs; " in importer("status", tmp_path=tmp_path).stdout
 
 
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:
