@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.email.dovecot import DovecotServer, dovecot_available
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Processes the tests start (``python -m importer ...``, a served Pod) import
+# this checkout's code, whatever their working directory and whatever
+# ``importer`` the environment has installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 
 
 @pytest.fixture(scope="session")
