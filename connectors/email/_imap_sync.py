@@ -19,6 +19,7 @@ from importer import Checkpoint, EmailMessage, Label, Record, RunContext, Update
 
 from ._imap_folders import ImapFolder, select_folders
 from ._imap_session import DROPPED, EmailConnectionError, EmailError, ImapSession, describe_error
+from ._imap_streams import folder_stream, take_over_legacy
 from .mapping import (
     UnusableMessage,
     folder_label,
@@ -159,12 +160,19 @@ class ImapImport:
     # -- the run ---------------------------------------------------------------
 
     def run(self) -> Iterator[Record]:
+        taken_over: dict[str, Any] = {}
+        for moved in take_over_legacy(self._ctx.checkpoints, self._options):
+            if moved.state is not None:
+                taken_over[moved.stream] = moved.state
+            yield moved
         folders, missing = self._retrying("listing folders", self._list)
         for name in missing:
             self._ctx.skip(f"imap:{name}", "configured folder does not exist on the server")
         for folder in folders:
-            stream = _stream(folder)
+            stream = self._stream(folder)
             saved = self._ctx.checkpoint(stream)
+            if saved is None and not self._ctx.full_refresh:
+                saved = taken_over.get(stream)
             state = _FolderState.parse(saved)
             if saved is not None and state is None:
                 self._ctx.log.warning("ignoring malformed checkpoint of %s: %r", stream, saved)
@@ -247,7 +255,7 @@ class ImapImport:
                 yield from self._sync_folder(folder, label)
                 return
             except _FolderGone as exc:
-                self._ctx.skip(_stream(folder), f"folder cannot be selected: {exc}")
+                self._ctx.skip(f"imap:{folder.name}", f"folder cannot be selected: {exc}")
                 return
             except _HungUp as exc:
                 self._ctx.log.info(
@@ -292,7 +300,10 @@ class ImapImport:
         current = state.as_json()
         if current != self._committed.get(folder.name):
             self._committed[folder.name] = current
-            yield Checkpoint(current, stream=_stream(folder))
+            yield Checkpoint(current, stream=self._stream(folder))
+
+    def _stream(self, folder: ImapFolder) -> str:
+        return folder_stream(self._options, folder.name)
 
     def _select(self, folder: ImapFolder) -> _Selected:
         try:
@@ -512,7 +523,3 @@ class ImapImport:
             self._ctx.skip(ref, str(exc))
             return
         yield from records
-
-
-def _stream(folder: ImapFolder) -> str:
-    return f"imap:{folder.name}"

@@ -1,6 +1,7 @@
 """The IMAP source: every selectable folder, incrementally by UID, flags by CONDSTORE.
 
-Per folder the checkpoint stream ``imap:<folder>`` holds
+Per folder the checkpoint stream ``imap://<login>@<host>:<port>/<folder>`` (one
+set per mailbox, see ``_imap_streams``) holds
 ``{"uidvalidity": int, "last_uid": int, "highestmodseq": int | None}``:
 
 * same UIDVALIDITY -> fetch only UIDs above ``last_uid``;

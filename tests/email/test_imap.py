@@ -15,6 +15,7 @@ import pytest
 from imapclient import IMAPClient
 
 from connectors.email import _imap_sync, connector, imap
+from connectors.email._imap_streams import folder_stream
 from connectors.email.imap import (
     EmailAuthError,
     EmailConnectionError,
@@ -127,6 +128,17 @@ class Run:
         """The committed state after this run, to feed the next one."""
         return {**self.previous, **self.new_checkpoints}
 
+    def stream(self, folder: str) -> str:
+        return folder_stream(self.ctx.options, folder)
+
+    def state(self, folder: str) -> Any:
+        """The last checkpoint this run yielded for ``folder``."""
+        return self.new_checkpoints[self.stream(folder)]
+
+    def saved(self, folder: str) -> Any:
+        """The committed checkpoint of ``folder`` after this run."""
+        return self.checkpoints[self.stream(folder)]
+
     def labels_of(self, message_id: str) -> set[str]:
         target = message_item_id(message_id)
         return {
@@ -165,8 +177,9 @@ def test_first_import_maps_messages_flags_folders_and_checkpoints(
     labels = {r.name: r.role for r in result.records if isinstance(r, Label)}
     assert labels == {"INBOX": "inbox", "Sent": "sent", "Parent/Child": None}
     assert result.labels_of("<sent-1@imap.test>") == {"Sent"}
-    assert set(result.new_checkpoints) == {"imap:INBOX", "imap:Sent", "imap:Parent/Child"}
-    inbox = result.new_checkpoints["imap:INBOX"]
+    folders = ("INBOX", "Sent", "Parent/Child")
+    assert set(result.new_checkpoints) == {result.stream(f) for f in folders}
+    inbox = result.state("INBOX")
     assert inbox["uidvalidity"] == inbox_validity
     assert inbox["last_uid"] == 2
     assert isinstance(inbox["highestmodseq"], int) and inbox["highestmodseq"] > 0
@@ -187,7 +200,7 @@ def test_incremental_runs_fetch_only_new_mail(dovecot: DovecotServer, imap_user:
     dovecot.append(imap_user, "INBOX", [message("b", n) for n in range(2)])
     second = run(make_ctx(dovecot, imap_user, first.checkpoints))
     assert second.subjects == ["b message 0", "b message 1"]
-    assert second.new_checkpoints["imap:INBOX"]["last_uid"] == 5
+    assert second.state("INBOX")["last_uid"] == 5
 
     # Nothing new: no message, and no checkpoint to write either.
     third = run(make_ctx(dovecot, imap_user, second.checkpoints))
@@ -201,13 +214,13 @@ def test_search_star_quirk_does_not_refetch_the_last_message(
     """'UID SEARCH UID 4:*' matches UID 3 when 3 is the highest: it must be ignored."""
     uids = dovecot.append(imap_user, "INBOX", [message("q", n) for n in range(4)])
     first = run(make_ctx(dovecot, imap_user, limit=3))
-    assert first.checkpoints["imap:INBOX"]["last_uid"] == uids[2]
+    assert first.saved("INBOX")["last_uid"] == uids[2]
     # UIDNEXT stays above the highest UID, so the source has to SEARCH.
     dovecot.expunge(imap_user, "INBOX", [uids[3]])
     again = run(make_ctx(dovecot, imap_user, first.checkpoints))
     assert again.messages == []
     assert again.updates == []
-    assert again.new_checkpoints["imap:INBOX"]["last_uid"] == uids[2]
+    assert again.state("INBOX")["last_uid"] == uids[2]
 
 
 def test_chunks_checkpoint_as_they_go(dovecot: DovecotServer, imap_user: str) -> None:
@@ -245,21 +258,21 @@ def test_large_bodies_are_fetched_in_byte_bounded_batches(
 def test_uidvalidity_change_rescans_the_folder(dovecot: DovecotServer, imap_user: str) -> None:
     dovecot.append(imap_user, "INBOX", [message("v", n) for n in range(3)])
     first = run(make_ctx(dovecot, imap_user))
-    old = first.checkpoints["imap:INBOX"]["uidvalidity"]
+    old = first.saved("INBOX")["uidvalidity"]
 
     dovecot.set_uidvalidity(imap_user, "INBOX", old + 1000)
     second = run(make_ctx(dovecot, imap_user, first.checkpoints))
 
     assert second.subjects == ["v message 0", "v message 1", "v message 2"]
-    assert second.new_checkpoints["imap:INBOX"]["uidvalidity"] == old + 1000
-    assert second.new_checkpoints["imap:INBOX"]["last_uid"] == 3
+    assert second.state("INBOX")["uidvalidity"] == old + 1000
+    assert second.state("INBOX")["last_uid"] == 3
     assert run(make_ctx(dovecot, imap_user, second.checkpoints)).records == []
 
 
 def test_flag_changes_become_updates_via_condstore(dovecot: DovecotServer, imap_user: str) -> None:
     uids = dovecot.append(imap_user, "INBOX", [message("f", n) for n in range(4)], flags=["\\Seen"])
     first = run(make_ctx(dovecot, imap_user))
-    modseq = first.checkpoints["imap:INBOX"]["highestmodseq"]
+    modseq = first.saved("INBOX")["highestmodseq"]
 
     dovecot.set_flags(imap_user, "INBOX", [uids[0]], ["\\Flagged"])
     dovecot.clear_flags(imap_user, "INBOX", [uids[2]], ["\\Seen"])
@@ -270,7 +283,7 @@ def test_flag_changes_become_updates_via_condstore(dovecot: DovecotServer, imap_
     assert updates == {"<f-0@imap.test>": (True, True), "<f-2@imap.test>": (False, False)}
     assert all(u.id == message_item_id(u.externalId or "") for u in second.updates)
     assert second.subjects == ["f message 9"]  # updates never re-import whole messages
-    state = second.new_checkpoints["imap:INBOX"]
+    state = second.state("INBOX")
     assert state["highestmodseq"] > modseq
     assert state["last_uid"] == uids[-1] + 1
 
@@ -315,10 +328,10 @@ def test_non_ascii_and_spaced_folder_names(dovecot: DovecotServer, imap_user: st
     validity = dovecot.uidvalidity(imap_user, "Société/Reçus 2024")
     result = run(make_ctx(dovecot, imap_user))
     assert result.labels_of("<fr-1@imap.test>") == {"Société/Reçus 2024"}
-    assert result.new_checkpoints["imap:Société/Reçus 2024"] == {
+    assert result.state("Société/Reçus 2024") == {
         "uidvalidity": validity,
         "last_uid": 1,
-        "highestmodseq": result.new_checkpoints["imap:Société/Reçus 2024"]["highestmodseq"],
+        "highestmodseq": result.state("Société/Reçus 2024")["highestmodseq"],
     }
     again = run(make_ctx(dovecot, imap_user, result.checkpoints))
     assert again.records == []
@@ -335,7 +348,7 @@ def test_unusable_message_is_skipped_and_the_run_goes_on(
     validity = dovecot.uidvalidity(imap_user, "INBOX")
     assert result.subjects == ["u message 1", "u message 3"]
     assert [s.ref for s in ctx.skipped] == [f"imap:INBOX/{validity}/2"]
-    assert result.new_checkpoints["imap:INBOX"]["last_uid"] == 3
+    assert result.state("INBOX")["last_uid"] == 3
 
 
 def _make_unreadable(server: DovecotServer, user: str, text: bytes) -> None:
@@ -374,7 +387,7 @@ def test_message_the_server_cannot_read_is_skipped_and_the_run_goes_on(
     assert "refused to FETCH" in caplog.text
     assert "giving up" not in caplog.text
     # The checkpoint passes the skipped message: the next run does not trip on it.
-    assert result.new_checkpoints["imap:INBOX"]["last_uid"] == uids[-1]
+    assert result.state("INBOX")["last_uid"] == uids[-1]
     again = run(make_ctx(dovecot, imap_user, result.checkpoints))
     assert again.records == []
     assert again.ctx.skipped == []
@@ -406,7 +419,7 @@ def test_messages_a_server_answers_no_for_are_skipped_and_the_rest_imported(
         )
         for uid in sorted(bad)
     ]
-    assert result.new_checkpoints["imap:INBOX"]["last_uid"] == uids[-1]
+    assert result.state("INBOX")["last_uid"] == uids[-1]
 
 
 def test_a_server_hanging_up_once_on_one_message_does_not_cost_it(
@@ -457,7 +470,7 @@ def test_limit_stops_after_n_messages_and_resumes(dovecot: DovecotServer, imap_u
     dovecot.append(imap_user, "INBOX", [message("l", n) for n in range(5)])
     first = run(make_ctx(dovecot, imap_user, limit=2))
     assert first.subjects == ["l message 0", "l message 1"]
-    assert first.new_checkpoints["imap:INBOX"]["last_uid"] == 2
+    assert first.state("INBOX")["last_uid"] == 2
     rest = run(make_ctx(dovecot, imap_user, first.checkpoints))
     assert rest.subjects == ["l message 2", "l message 3", "l message 4"]
 
@@ -527,7 +540,7 @@ def test_connection_dropped_mid_fetch_resumes_exactly_once(
     assert "connection lost while reading folder 'INBOX'" in caplog.text
     counts = Counter(m.externalId for m in result.messages)
     assert counts == Counter(f"<d-{n}@imap.test>" for n in range(8))
-    assert result.new_checkpoints["imap:INBOX"]["last_uid"] == 8
+    assert result.state("INBOX")["last_uid"] == 8
     last_uids = [r.state["last_uid"] for r in result.records if isinstance(r, Checkpoint)]
     assert last_uids == sorted(last_uids)
 

@@ -79,9 +79,14 @@ async def run(pod: PodClient, tmp_path: Path, opts: dict[str, Any]) -> RunResult
 
 
 async def imap_state(pod: PodClient, folder: str) -> dict[str, Any]:
+    """The checkpoint of ``folder``: the only mailbox these tests import has that name."""
     account = await pod.get_item(derive_id(Account.item_type, "email", OWNER))
     assert account is not None
-    state: dict[str, Any] = json.loads(account["importerState"])["email"][f"imap:{folder}"]
+    streams = json.loads(account["importerState"])["email"]
+    [state] = [
+        v for k, v in streams.items() if k.startswith("imap://") and k.endswith(f"/{folder}")
+    ]
+    assert isinstance(state, dict)
     return state
 
 

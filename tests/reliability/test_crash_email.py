@@ -17,7 +17,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from connectors.email._imap_streams import folder_stream
 from connectors.email.mapping import message_item_id
+from connectors.email.options import EmailOptions
 from importer.pod import PodClient, open_embedded_client
 from importer.testing import PodSnapshot
 from tests.email.dovecot import PASSWORD, DovecotServer
@@ -73,6 +75,17 @@ class Mailbox:
             for folder, by_uid in self.uids.items()
         )
 
+    def stream(self, folder: str) -> str:
+        """The checkpoint stream of ``folder`` (see :meth:`run_args`)."""
+        options = EmailOptions(
+            source="imap",
+            host=self.server.host,
+            port=self.server.port,
+            security="none",
+            username=self.user,
+        )
+        return folder_stream(options, folder)
+
     @property
     def delivered(self) -> int:
         return sum(len(by_uid) for by_uid in self.uids.values())
@@ -109,7 +122,7 @@ def assert_checkpoint_not_ahead(mailbox: Mailbox, snap: PodSnapshot) -> dict[str
     present = {m["id"] for m in snap.of_type("EmailMessage")}
     reached: dict[str, int] = {}
     for folder, by_uid in mailbox.uids.items():
-        last_uid = int(states.get(f"imap:{folder}", {}).get("last_uid", 0))
+        last_uid = int(states.get(mailbox.stream(folder), {}).get("last_uid", 0))
         reached[folder] = last_uid
         lost = [uid for uid, item in by_uid.items() if uid <= last_uid and item not in present]
         assert not lost, f"{folder}: checkpoint at UID {last_uid} but UIDs {lost[:5]} missing"
