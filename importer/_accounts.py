@@ -201,6 +201,7 @@ async def add_account(
     await _declare(client)
     found = await client.bulk(search=[{"id": account_id}, {"id": importer_id}])
     account_found, importer_found = found.search_results
+    _refuse_replacing(importer_found, name, account, connector)
     create: list[dict[str, Any]] = []
     update: list[dict[str, Any]] = []
     if account_found:
@@ -223,6 +224,27 @@ async def add_account(
         create_items=create or None, update_items=update or None, create_edges=edges or None
     )
     return RunTarget(name, options, account, importer_id)
+
+
+def _refuse_replacing(
+    found: list[dict[str, Any]], name: str, account: Account, connector: Connector[Any]
+) -> None:
+    """Adding a second account of one Account item would silently take over the first.
+
+    The Importer's id comes from the Account's, and the secret lives on the
+    Account: its config and its password would both become the new one's.
+    """
+    for importer in found:
+        other = importer.get("name")
+        if importer.get("deleted") or importer.get("config") is None or other == name:
+            continue
+        raise ConfigError(
+            f"account {other!r} already imports {account.handle} with the {connector.name} "
+            f"connector, and the Pod keeps one such account (and one stored secret) per "
+            f"address: adding {name!r} would replace it. Remove {other!r} first "
+            "('importer account remove'), or keep one of the two in the config file "
+            "with its own password source"
+        )
 
 
 @dataclass(frozen=True)

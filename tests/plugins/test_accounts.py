@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from tests.cli.test_cli import importer, search
@@ -100,3 +101,43 @@ def test_unknown_account_names_the_known_ones(tmp_path: Path) -> None:
         tmp_path=tmp_path,
     )  # fmt: skip
     assert clash.returncode == 2 and "exists already" in clash.stderr
+
+
+def test_a_second_account_of_one_address_does_not_replace_the_first(
+    tmp_path: Path, dovecot: DovecotServer
+) -> None:
+    personal, work = dovecot.add_user(), dovecot.add_user()
+    for user in (personal, work):
+        dovecot.append(
+            user, "INBOX", [f"Message-ID: <{user}@t>\r\nSubject: {user}\r\n\r\nhi\r\n".encode()]
+        )
+
+    def add(name: str, user: str, secret: str) -> subprocess.CompletedProcess[str]:
+        return importer(
+            "account", "add", "email", name, "-o", "source=imap", "-o", f"host={dovecot.host}",
+            "-o", f"port={dovecot.port}", "-o", "security=none", "-o", f"username={user}",
+            "-o", "address=sam@shared.test", "--secret-env", PW_ENV,
+            tmp_path=tmp_path, env={PW_ENV: secret},
+        )  # fmt: skip
+
+    assert add("personal", personal, PASSWORD).returncode == 0
+    clash = add("work", work, "the-work-password")
+    assert clash.returncode == 2 and "Traceback" not in clash.stderr
+    assert "account 'personal' already imports sam@shared.test" in clash.stderr
+    assert "the-work-password" not in clash.stderr + clash.stdout
+    [stored] = search(tmp_path, "--type", "Importer")
+    assert stored["name"] == "personal"
+    assert json.loads(str(stored["config"]))["username"] == personal
+    [owner] = [i for i in search(tmp_path, "--type", "Account") if i.get("secret")]
+    assert owner["secret"] == PASSWORD
+    ran = importer("run", "email", "--account", "personal", tmp_path=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert [m["subject"] for m in search(tmp_path, "--type", "EmailMessage")] == [personal]
+
+    # Once the first is removed, the second may take the address.
+    assert importer("account", "remove", "personal", tmp_path=tmp_path).returncode == 0
+    assert add("work", work, PASSWORD).returncode == 0
+    ran = importer("run", "email", "--account", "work", tmp_path=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    subjects = sorted(str(m["subject"]) for m in search(tmp_path, "--type", "EmailMessage"))
+    assert subjects == sorted([personal, work])
