@@ -33,7 +33,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..model import FilePayload
-from ..pod._upload import hash_bytes, hash_file
+from ..pod._upload import FileChangedError, hash_bytes, hash_file
 from ..pod.errors import PodBadRequest, PodConflict, PodError
 from ._batch import SkipCallback
 from ._resolve import HOLD_PLANS, Plan, Resolver
@@ -332,19 +332,23 @@ class Writer:
         )
 
     async def _upload(self, payload: FilePayload) -> None:
-        try:
-            async with self._uploads:
-                stored = await self.client.upload_file(payload.content, payload.sha256)
-        except (OSError, PodError) as exc:
-            # The File item is in the Pod already; without content it is
-            # uploaded by a later run that yields its payload again.
-            reason = await anyio.to_thread.run_sync(_lost_content, payload, exc)
-            if reason is None:
-                raise
-            if self.skip is not None:
-                self.skip(_payload_ref(payload), reason)
-            else:
-                log.warning("upload skipped %s: %s", _payload_ref(payload), reason)
+        for attempt in range(2):
+            try:
+                async with self._uploads:
+                    stored = await self.client.upload_file(payload.content, payload.sha256)
+            except (OSError, PodError) as exc:
+                # The File item is in the Pod already; without content it is
+                # uploaded by a later run that yields its payload again.
+                reason = await anyio.to_thread.run_sync(_lost_content, payload, exc)
+                if reason is None and isinstance(exc, FileChangedError) and not attempt:
+                    continue  # written over with the same bytes while it was sent
+                if reason is None:
+                    raise
+                if self.skip is not None:
+                    self.skip(_payload_ref(payload), reason)
+                else:
+                    log.warning("upload skipped %s: %s", _payload_ref(payload), reason)
+                return
+            if stored:
+                self.stats.files_uploaded += 1
             return
-        if stored:
-            self.stats.files_uploaded += 1

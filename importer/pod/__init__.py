@@ -1,6 +1,7 @@
 """Talking to a Pod: the async client, its errors, auth, and the embedded default."""
 
 from ._retry import RetryPolicy
+from ._upload import FileChangedError
 from .auth import ClientAuth, PluginAuth
 from .client import BulkResult, PodClient
 from .embedded import EMBEDDED_BASE_URL, open_embedded_client
@@ -20,6 +21,7 @@ __all__ = [
     "EMBEDDED_BASE_URL",
     "BulkResult",
     "ClientAuth",
+    "FileChangedError",
     "KeyFileError",
     "PluginAuth",
     "PodAuthError",

@@ -15,7 +15,10 @@ task, its stream and events cost ~0.1 ms of event-loop time per request.
 
 Like a real server, an app failure becomes a 500 if no answer was started and
 a broken response (``RemoteProtocolError``) otherwise; it is logged, not raised
-through the client.
+through the client.  A request body that fails (a file that changed while it
+was read) is the client's own error: the app sees the client go away, and the
+error is raised to the caller, as a socket transport does, not answered as a
+failure of the Pod (a 500 that is retried).
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ class _Receiver:
         self._chunks = body.__aiter__()
         self._complete = False
         self._answered = answered
+        self.failed: Exception | None = None
+        """The request body's own error: raised to the caller once the app has ended."""
 
     async def __call__(self) -> Message:
         if self._complete:
@@ -95,6 +100,11 @@ class _Receiver:
         except StopAsyncIteration:
             self._complete = True
             return {"type": "http.request", "body": b"", "more_body": False}
+        except Exception as exc:
+            self.failed = exc
+            self._complete = True
+            self._answered.set()
+            return {"type": "http.disconnect"}
         return {"type": "http.request", "body": chunk, "more_body": True}
 
 
@@ -224,6 +234,10 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
             app_scope.cancel()
             receive_chunks.close()
             raise
+        if receive.failed is not None:
+            app_scope.cancel()
+            receive_chunks.close()
+            raise receive.failed
         if state["status"] is None:
             receive_chunks.close()
             raise httpx.RemoteProtocolError("the app ended without answering")
@@ -260,8 +274,9 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
                     complete = True
                     answered.set()
 
+        receive = _Receiver(stream, answered)
         try:
-            await self.app(self._scope(request), _Receiver(stream, answered), send)
+            await self.app(self._scope(request), receive, send)
         except Exception:
             logger.exception("embedded Pod failed on a %s request", request.method)
             if status is None:
@@ -270,6 +285,8 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
                 body = [_APP_FAILED]
             elif not complete:
                 raise httpx.RemoteProtocolError("the app failed while answering") from None
+        if receive.failed is not None:
+            raise receive.failed
         if status is None:
             raise httpx.RemoteProtocolError("the app ended without answering")
         if not complete:

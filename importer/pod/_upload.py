@@ -8,7 +8,10 @@ a caller's async stream with a given hash is sent as-is, once.
 
 Files are read in worker threads a chunk per hop, opening with the first
 chunk and closing with the last; a file of at most one chunk is read whole
-(with its hash, if needed) in a single hop and then sent like bytes.
+(with its hash, if needed) in a single hop and then sent like bytes.  A file
+streamed in chunks is sent up to its announced size; one that ends before it
+was cut short meanwhile: :class:`FileChangedError` stops the body at once,
+before the HTTP layer sees a body of the wrong length.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import anyio
 __all__ = [
     "CHUNK_SIZE",
     "WHOLE_SIZE",
+    "FileChangedError",
     "UploadContent",
     "UploadSource",
     "check_sha256",
@@ -53,6 +57,10 @@ def check_sha256(value: str) -> str:
     if not _SHA256.fullmatch(lowered):
         raise ValueError("sha256 must be 64 hex characters")
     return lowered
+
+
+class FileChangedError(OSError):
+    """A file got shorter while it was being sent: what was sent is not one version of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +123,23 @@ def _open_at_first_chunk(path: Path) -> tuple[BinaryIO, bytes, bool]:
         raise
 
 
-async def _read_file(path: Path) -> AsyncIterator[bytes]:
+async def _read_file(path: Path, size: int) -> AsyncIterator[bytes]:
+    """The file's first ``size`` bytes; :class:`FileChangedError` if it has fewer.
+
+    Bytes past ``size`` (appended since) are not sent: the Pod checks what
+    was, against the sha256.
+    """
     handle, chunk, ended = await anyio.to_thread.run_sync(_open_at_first_chunk, path)
+    sent = 0
     try:
         while True:
+            if sent + len(chunk) >= size:
+                chunk, ended = chunk[: size - sent], True
+            sent += len(chunk)
+            if ended and sent < size:
+                raise FileChangedError(
+                    f"file changed while it was being sent: it no longer has {size} bytes"
+                )
             if chunk:
                 yield chunk
             if ended:
@@ -142,7 +163,7 @@ async def _spool(stream: AsyncIterable[bytes], path: Path) -> tuple[str, int]:
 
 
 def _file_source(path: Path, sha256: str, size: int) -> UploadSource:
-    return UploadSource(sha256, size, True, lambda: _read_file(path))
+    return UploadSource(sha256, size, True, lambda: _read_file(path, size))
 
 
 @asynccontextmanager

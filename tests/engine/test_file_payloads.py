@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from pydantic import BaseModel
 
 from importer import Connector, Edge, File, FilePayload, Record, RunContext
+from importer.pod import _upload
+from importer.pod._upload import CHUNK_SIZE, WHOLE_SIZE
 from importer.pod.errors import PodError
 from importer.testing import local_pod, run_connector, snapshot
 
@@ -112,3 +115,71 @@ async def test_a_file_item_left_without_content_gets_it_on_a_later_run(
         second = await run_connector(Folder(), {"folder": folder}, client=pod, data_dir=tmp_path)
         assert second.error is None and second.skipped == []
         assert all([await stored(pod, data) for data in contents.values()])
+
+
+BIG = WHOLE_SIZE + 2 * CHUNK_SIZE
+"""Sent in chunks: the file is read again between them."""
+
+
+def change_while_sent(monkeypatch: pytest.MonkeyPatch, path: Path, change: str) -> None:
+    """Change ``path`` once its upload has read the first chunk (``restored``: back at the end)."""
+    original = path.read_bytes()
+    real = _upload._next_chunk
+    reads = 0
+
+    def next_chunk(handle: BinaryIO) -> tuple[bytes, bool]:
+        nonlocal reads
+        chunk, ended = real(handle)
+        reads += 1
+        if reads == 1 and getattr(handle, "name", None) == str(path):
+            with path.open("r+b") as out:
+                if change in ("shrunk", "restored"):
+                    out.truncate(CHUNK_SIZE + 1)
+                elif change == "appended":
+                    out.seek(0, os.SEEK_END)
+                    out.write(b"more")
+                else:  # "grown" runs past the announced size
+                    out.seek(BIG - 10)
+                    out.write(b"saved over" if change == "same size" else b"saved over, longer")
+        elif ended and change == "restored":
+            path.write_bytes(original)
+        return chunk, ended
+
+    monkeypatch.setattr(_upload, "_next_chunk", next_chunk)
+
+
+@pytest.mark.parametrize("over_socket", [False, True], ids=["embedded", "socket"])
+@pytest.mark.parametrize("change", ["same size", "grown", "shrunk"])
+async def test_a_big_file_changed_while_it_is_sent_is_skipped_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, over_socket: bool, change: str
+) -> None:
+    folder = tmp_path / "files"
+    contents = write_files(folder)
+    big = folder / "big"
+    contents["big"] = os.urandom(BIG)
+    big.write_bytes(contents["big"])
+    change_while_sent(monkeypatch, big, change)
+    async with local_pod(tmp_path / "pod", over_socket=over_socket) as pod:
+        result = await run_connector(Folder(), {"folder": folder}, client=pod, data_dir=tmp_path)
+        assert result.error is None, result.error
+        assert [(s.ref, s.reason) for s in result.skipped] == [(str(big), CHANGED)]
+        assert result.retries == 0  # the Pod was never asked twice
+        assert len((await snapshot(pod)).of_type("File")) == 5
+        assert [name for name, data in contents.items() if not await stored(pod, data)] == ["big"]
+
+
+@pytest.mark.parametrize("over_socket", [False, True], ids=["embedded", "socket"])
+@pytest.mark.parametrize("change", ["appended", "restored"])
+async def test_a_big_file_whose_bytes_survive_a_change_while_sent_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, over_socket: bool, change: str
+) -> None:
+    """Appended to: its hashed bytes are still there.  Cut short, then put back: sent again."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    data = os.urandom(BIG)
+    (folder / "big").write_bytes(data)
+    change_while_sent(monkeypatch, folder / "big", change)
+    async with local_pod(tmp_path / "pod", over_socket=over_socket) as pod:
+        result = await run_connector(Folder(), {"folder": folder}, client=pod, data_dir=tmp_path)
+        assert result.error is None and result.skipped == []
+        assert await stored(pod, data)

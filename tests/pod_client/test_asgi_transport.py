@@ -231,3 +231,30 @@ async def test_embedded_client_keeps_only_file_downloads_streamed(tmp_path: Path
             assert answered_whole(request), endpoint
         download = httpx.Request("POST", f"{EMBEDDED_BASE_URL}/v4/{owner}/get_file")
         assert not answered_whole(download)
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["streamed", "answered whole"])
+async def test_a_failing_request_body_is_raised_and_the_app_sees_the_client_go(
+    whole: bool,
+) -> None:
+    """As over a socket: the body's error reaches the caller, not a 500 it would retry."""
+    received: list[str] = []
+
+    async def reader(scope: Scope, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            received.append(message["type"])
+            if message["type"] == "http.disconnect":
+                break
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        await send({"type": "http.response.body", "body": b"the client went away"})
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first chunk"
+        raise OSError("the file could not be read")
+
+    transport = StreamingASGITransport(reader, answered_whole=lambda request: whole)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with pytest.raises(OSError, match="could not be read"):
+            await client.post("/upload", content=body())
+    assert received == ["http.request", "http.disconnect"]

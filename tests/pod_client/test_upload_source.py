@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 import anyio.to_thread
 import pytest
 
-from importer.pod import _upload
+from importer.pod import FileChangedError, PodNotFound, _upload
 from importer.pod._upload import CHUNK_SIZE, WHOLE_SIZE, prepare_upload
 
 from .conftest import PodFactory
@@ -105,4 +106,41 @@ async def test_paths_round_trip_through_the_pod(pod: PodFactory, tmp_path: Path,
         await client.create_item({"type": "File", "sha256": sha})
         assert await client.upload_file(path, sha) is True
         assert await client.upload_file(path) is False  # stored already
+        assert await client.get_file(sha) == data
+
+
+@pytest.mark.parametrize("fault", ["unreadable", "cut short"])
+async def test_a_file_failing_while_it_is_sent_raises_at_once(
+    pod: PodFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """The file's fault, not the Pod's: raised as it is, never answered as a 500 and retried."""
+    data = os.urandom(WHOLE_SIZE + 2 * CHUNK_SIZE)
+    path = tmp_path / "photo.tif"
+    path.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    real = _upload._next_chunk
+    reads = 0
+
+    def failing(handle: BinaryIO) -> tuple[bytes, bool]:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            if fault == "unreadable":
+                raise OSError(errno.EIO, "Input/output error")
+            path.write_bytes(data[:CHUNK_SIZE])  # saved over in place, shorter
+        return real(handle)
+
+    monkeypatch.setattr(_upload, "_next_chunk", failing)
+    expected = FileChangedError if fault == "cut short" else OSError
+    async with pod() as client:
+        await client.create_account()
+        await client.create_item({"type": "File", "sha256": sha})
+        with pytest.raises(expected):
+            await client.upload_file(path, sha)
+        assert client.retry_count == 0 and reads == 2
+        with pytest.raises(PodNotFound):
+            await client.get_file(sha)
+        monkeypatch.undo()
+        path.write_bytes(data)
+        assert await client.upload_file(path, sha) is True  # the Pod is none the worse
         assert await client.get_file(sha) == data
