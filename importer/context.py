@@ -52,6 +52,11 @@ class RunContext(Generic[OptionsT]):
     full_refresh: bool = False
     limit: int | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("importer.connector"))
+    files_to_read_again: dict[str, str] = field(default_factory=dict)
+    """Files an earlier run hashed but could not upload (gone or changed by then):
+    path (as text, bytes that are not UTF-8 as ``\\xNN``) -> the sha256 it had.
+    Their File items have no content; a checkpoint may still count them as
+    done.  Read them again: a payload of that sha256 gets its content in."""
     _last_added: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]] | None = None
     _store_account: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     _skipped: list[SkippedRecord] = field(default_factory=list)

@@ -21,6 +21,7 @@ from ..schema import CENTRAL_TYPES, Account, Importer, ImporterRun, PendingEdge
 from ._batch import Batch, BatchBuilder
 from ._lock import RunLock
 from ._resolve import Resolver
+from ._skipped_uploads import SkippedUploads
 from ._source import Chunk, pump
 from ._stats import RunStats
 from ._writer import Writer
@@ -377,6 +378,7 @@ class _Run:
                 "account %s: unreadable checkpoint state, starting over", self.account_name
             )
             state = {}
+        skipped_uploads = SkippedUploads(state)
         ctx: RunContext[Any] = RunContext(
             options=self.options,
             account=Account.model_validate(
@@ -385,6 +387,7 @@ class _Run:
             account_name=self.account_name,
             connector_name=self.connector.name,
             checkpoints=dict(state.get(self.connector.name, {})),
+            files_to_read_again=dict(skipped_uploads.earlier),
             full_refresh=self.full_refresh,
             limit=self.limit,
             log=self.logger,
@@ -395,7 +398,7 @@ class _Run:
         error: str | None = None
         try:
             try:
-                await self._pipeline(ctx, state)
+                await self._pipeline(ctx, state, skipped_uploads)
             except BaseExceptionGroup as group:
                 raise _first_cause(group) from None
         except PodError as exc:
@@ -451,7 +454,9 @@ class _Run:
         except (PodError, TimeoutError) as exc:
             self.logger.warning("could not record the run's outcome in the Pod: %s", exc)
 
-    async def _pipeline(self, ctx: RunContext[Any], state: dict[str, Any]) -> None:
+    async def _pipeline(
+        self, ctx: RunContext[Any], state: dict[str, Any], skipped_uploads: SkippedUploads
+    ) -> None:
         resolver = Resolver(self._bulk_search, cache_size=self.settings.cache_size)
         await self._load_pending(resolver)
         self.stats.edges_pending = resolver.pending_count()
@@ -475,6 +480,7 @@ class _Run:
                 checkpoint_delay=min(self.settings.checkpoint_delay, self.settings.flush_interval),
                 dry_run=self.dry_run,
                 skip=ctx.skip,
+                skipped_uploads=skipped_uploads,
             )
             await self._settle_pending(resolver)
             source_errors: list[Exception] = []
@@ -495,6 +501,9 @@ class _Run:
                 await self._plan_and_write(receive, builder, writer, ctx)
             await writer.finish()
             reporter.cancel()
+        final = skipped_uploads.final_state(complete=not source_errors)
+        if final is not None and not self.dry_run:
+            await self.client.update_item({"id": self.account_id, "importerState": final})
         if resolver.pending_changed and not (source_errors or self.dry_run):
             self.stats.edges_pending = await self._sweep_pending()
         else:

@@ -37,6 +37,7 @@ from ..pod._upload import FileChangedError, hash_bytes, hash_file
 from ..pod.errors import PodBadRequest, PodConflict, PodError
 from ._batch import SkipCallback
 from ._resolve import HOLD_PLANS, Plan, Resolver
+from ._skipped_uploads import SkippedUploads
 from ._stats import RunStats
 
 log = logging.getLogger("importer.engine")
@@ -98,9 +99,11 @@ class Writer:
         checkpoint_delay: float = 0.25,
         dry_run: bool = False,
         skip: SkipCallback | None = None,
+        skipped_uploads: SkippedUploads | None = None,
     ) -> None:
         self.client = client
         self.skip = skip
+        self.skipped_uploads = skipped_uploads or SkippedUploads({})
         self.resolver = resolver
         self.stats = stats
         self.tg = tg
@@ -249,12 +252,13 @@ class Writer:
             return
         try:
             await self._send_bulk({"updateItems": [self._checkpoint_update(state)]})
+            self.skipped_uploads.sent()
         finally:
             self._checkpoint_done(state)
         self.checkpoints_written += 1
 
     def _checkpoint_update(self, state: str) -> dict[str, Any]:
-        return {"id": self.account_id, "importerState": state}
+        return {"id": self.account_id, "importerState": self.skipped_uploads.importer_state(state)}
 
     async def _run_plan(self, plan: Plan) -> None:
         try:
@@ -305,6 +309,7 @@ class Writer:
                 finally:
                     self._checkpoint_done(state)
                 if state is not None:
+                    self.skipped_uploads.sent()
                     self.checkpoints_written += 1
                 return plan
             except PodConflict:
@@ -338,17 +343,23 @@ class Writer:
                     stored = await self.client.upload_file(payload.content, payload.sha256)
             except (OSError, PodError) as exc:
                 # The File item is in the Pod already; without content it is
-                # uploaded by a later run that yields its payload again.
+                # uploaded by a later run that yields its payload again.  A
+                # path is kept for the next run to read again.
                 reason = await anyio.to_thread.run_sync(_lost_content, payload, exc)
                 if reason is None and isinstance(exc, FileChangedError) and not attempt:
                     continue  # written over with the same bytes while it was sent
                 if reason is None:
                     raise
+                ref = _payload_ref(payload)
+                if isinstance(payload.content, Path):
+                    self.skipped_uploads.skipped(ref, payload.sha256.lower())
                 if self.skip is not None:
-                    self.skip(_payload_ref(payload), reason)
+                    self.skip(ref, reason)
                 else:
-                    log.warning("upload skipped %s: %s", _payload_ref(payload), reason)
+                    log.warning("upload skipped %s: %s", ref, reason)
                 return
+            if isinstance(payload.content, Path):
+                self.skipped_uploads.uploaded(_payload_ref(payload))
             if stored:
                 self.stats.files_uploaded += 1
             return

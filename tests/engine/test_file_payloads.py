@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from importer import Connector, Edge, File, FilePayload, Record, RunContext
+from importer.engine import RunResult
 from importer.pod import _upload
 from importer.pod._upload import CHUNK_SIZE, WHOLE_SIZE
 from importer.pod.errors import PodError
@@ -31,6 +33,8 @@ class FolderOptions(BaseModel):
     """Files given new content right after their payload is yielded."""
     wrong_hash: list[str] = []
     """Files yielded as bytes under the sha256 of other bytes."""
+    fail: bool = False
+    """Fail once every file is yielded."""
 
 
 class Folder(Connector[FolderOptions]):
@@ -42,6 +46,7 @@ class Folder(Connector[FolderOptions]):
 
     def fetch(self, ctx: RunContext[FolderOptions]) -> Iterator[Record]:
         options = ctx.options
+        told_to_read_again.append(dict(ctx.files_to_read_again))
         for path in sorted(options.folder.iterdir()):
             payload = File.payload_from_path(path)
             if path.name in options.wrong_hash:
@@ -54,6 +59,12 @@ class Folder(Connector[FolderOptions]):
             note = Note(externalId=path.name, title=path.name)
             yield note
             yield Edge(note, "attachment", payload.file)
+        if options.fail:
+            raise RuntimeError("the folder went away")
+
+
+told_to_read_again: list[dict[str, str]] = []
+"""``ctx.files_to_read_again`` of each run of :class:`Folder`."""
 
 
 def write_files(folder: Path) -> dict[str, bytes]:
@@ -115,6 +126,37 @@ async def test_a_file_item_left_without_content_gets_it_on_a_later_run(
         second = await run_connector(Folder(), {"folder": folder}, client=pod, data_dir=tmp_path)
         assert second.error is None and second.skipped == []
         assert all([await stored(pod, data) for data in contents.values()])
+
+
+async def test_the_next_runs_read_again_a_skipped_file_until_one_goes_through(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "files"
+    contents = write_files(folder)
+    sha_b = hashlib.sha256(contents["b"]).hexdigest()
+    told_to_read_again.clear()
+    states: list[dict[str, Any]] = []
+    """The Account's ``importerState`` after each run."""
+
+    async def run(**options: Any) -> RunResult:
+        result = await run_connector(
+            Folder(), {"folder": folder, **options}, client=pod, data_dir=tmp_path
+        )
+        account = await pod.get_item(result.account_id)
+        assert account is not None
+        states.append(json.loads(account.get("importerState") or "{}"))
+        return result
+
+    async with local_pod(tmp_path / "pod") as pod:
+        assert (await run(delete=["b"])).skipped  # the file goes after it was hashed
+        assert "the folder went away" in str((await run(fail=True)).error)
+        (folder / "b").write_bytes(contents["b"])
+        assert (await run()).skipped == []
+        assert await stored(pod, contents["b"])
+        await run()
+    held = {str(folder / "b"): sha_b}
+    assert told_to_read_again == [{}, held, held, {}]  # a failed run keeps them for the next
+    assert states == [{"_skippedUploads": held}, {"_skippedUploads": held}, {}, {}]
 
 
 BIG = WHOLE_SIZE + 2 * CHUNK_SIZE
