@@ -5,7 +5,10 @@ checkpoint, read only what is new or changed (in a small thread pool), and
 checkpoint as it goes.  The checkpoint holds every imported photo's
 perceptual hash and id, so near duplicates are found across runs too.
 What it knows below a folder that could not be listed is kept: the files
-are most likely still there.
+are most likely still there.  A file whose upload an earlier run had to
+skip (``ctx.files_to_read_again``), and any copy of the content it had, is
+read again whatever its checkpoint entry says; the original of such a
+photo is yielded again although the photo is known.
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ class _Import:
         """Photo id -> perceptual hash (hex) of every photo in the Pod by checkpoint or run."""
         self.index = NearIndex(self.options.near_duplicate_distance)
         self.remaining = ctx.limit
+        self.again = frozenset(ctx.files_to_read_again)
+        """Paths (as text) of files whose upload an earlier run skipped."""
+        self.without_original = frozenset(
+            derive_id("Photo", sha256) for sha256 in ctx.files_to_read_again.values()
+        )
+        """Photos whose original may have no content in the Pod."""
 
     def seed(self, entries: dict[str, _state.Entry]) -> None:
         for entry in entries.values():
@@ -88,12 +97,26 @@ class _Import:
             self.ctx.skip(folder, f"folder could not be listed: {why}; its files not read")
         return False
 
+    def _forget_again(self, root: Path, old: dict[str, _state.Entry]) -> dict[str, _state.Entry]:
+        """``old`` without the files to read again: until they are, they count as new."""
+        if not self.again:
+            return old
+        return {
+            rel: entry
+            for rel, entry in old.items()
+            if as_text(root / rel) not in self.again
+            and not (_state.is_photo(entry) and entry[3] in self.without_original)
+        }
+
     def root(
-        self, root: Path, found: Scan, old: dict[str, _state.Entry], reader: Reader
+        self, root: Path, found: Scan, checkpoint: dict[str, _state.Entry], reader: Reader
     ) -> Iterator[Record]:
-        if self._unlisted(root, found, old):
-            return  # its checkpoint stays as it is
         stream = str(root)
+        old = self._forget_again(root, checkpoint)
+        if self._unlisted(root, found, checkpoint):
+            if old != checkpoint:  # otherwise it stays as it is
+                yield Checkpoint(_state.encode(old), stream=stream)
+            return
         candidates = found.candidates
         unlisted = tuple(found.unlisted)  # below them, the checkpoint's entries stay
         files: dict[str, _state.Entry] = (
@@ -123,7 +146,7 @@ class _Import:
         if self.remaining is not None:
             self.remaining -= len(todo)
         final = files if complete else {**old, **files}
-        if final != old:
+        if final != checkpoint:
             yield Checkpoint(_state.encode(final), stream=stream)
 
     def _records(
@@ -141,6 +164,8 @@ class _Import:
             if outcome.info is None:  # pragma: no cover - known ids are never forgotten
                 raise RuntimeError(f"{candidate.path}: read as known, but unknown")
             phash = yield from self._new_photo(candidate, outcome, photo_id)
+        elif photo_id in self.without_original:
+            yield outcome.payload  # its File item may have no content yet
         path = PhotoPath(path=as_text(candidate.path))
         yield path
         yield Edge(photo_id, "path", path.ensure_id())

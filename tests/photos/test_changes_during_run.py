@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from importer.testing import local_pod, snapshot
 
 from .images import write_image
 from .test_file_names import write_raw
+from .test_incremental import Spy
 from .test_photos import content, run, sha_id
 
 DELETED = "file could not be read for upload: No such file or directory"
@@ -66,6 +69,112 @@ async def test_a_photo_changed_after_it_was_read_is_skipped_and_the_others_land(
         assert photos == {*ids.values(), sha_id(changed)}
     else:
         assert photos == set(ids.values())
+
+
+async def stored(pod: Any, sha256: str) -> bool:
+    try:
+        return await pod.get_file(sha256) is not None
+    except PodError:
+        return False
+
+
+def change_once_read(monkeypatch: pytest.MonkeyPatch, path: Path, change: Any) -> None:
+    """Run ``change`` on ``path`` right after the reader has hashed it, before its upload."""
+    real = _reader.examine
+
+    def examine_then_change(candidate: Any, *args: Any) -> Any:
+        outcome = real(candidate, *args)
+        if candidate.path == path:
+            change()
+        return outcome
+
+    monkeypatch.setattr(_reader, "examine", examine_then_change)
+
+
+@pytest.mark.parametrize("back", ["moved back", "copied back", "saved over, then reverted"])
+async def test_a_photo_back_as_it_was_gets_its_original_on_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, back: str
+) -> None:
+    root = tmp_path / "pictures"
+    paths = [write_image(root / f"{name}.jpg", seed) for seed, name in enumerate("abc", 1)]
+    changed, aside = paths[1], tmp_path / "aside.jpg"
+    original = changed.read_bytes()
+    if back == "saved over, then reverted":
+        change_once_read(monkeypatch, changed, lambda: write_image(changed, 99))
+    else:  # to another disk, or the trash
+        change_once_read(monkeypatch, changed, lambda: changed.rename(aside))
+    async with local_pod(tmp_path / "pod") as pod:
+        assert len((await run(pod, tmp_path, [root])).skipped) == 1
+        monkeypatch.undo()
+        if back == "moved back":
+            aside.rename(changed)  # its size and mtime as the checkpoint has them
+        elif back == "copied back":
+            shutil.copyfile(aside, changed)
+        else:
+            changed.write_bytes(original)
+        spy = Spy(monkeypatch)
+        assert (await run(pod, tmp_path, [root])).skipped == []
+        assert spy.hashed == [changed]
+        snap = await snapshot(pod)
+        assert {p["id"] for p in snap.of_type("Photo")} == {sha_id(path) for path in paths}
+        assert await content(pod, hashlib.sha256(original).hexdigest()) == original
+        assert all([await stored(pod, f["sha256"]) for f in snap.of_type("File")])
+        spy.reset()
+        again = await run(pod, tmp_path, [root])  # the folder is unchanged now
+        assert spy.hashed == [] and again.stats.created == 0
+
+
+@pytest.mark.parametrize("found", ["in a copy", "restored later"])
+async def test_a_deleted_photo_gets_its_original_when_its_bytes_are_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, found: str
+) -> None:
+    root = tmp_path / "pictures"
+    paths = [write_image(root / f"{name}.jpg", seed) for seed, name in enumerate("abc", 1)]
+    deleted, aside = paths[1], tmp_path / "backup.jpg"
+    original = deleted.read_bytes()
+    if found == "in a copy":  # read after the original, as a photo already known
+        (root / "copy").mkdir()
+        shutil.copyfile(deleted, root / "copy" / "b.jpg")
+    change_once_read(monkeypatch, deleted, lambda: deleted.rename(aside))
+    async with local_pod(tmp_path / "pod") as pod:
+        assert len((await run(pod, tmp_path, [root])).skipped) == 1
+        monkeypatch.undo()
+        await run(pod, tmp_path, [root])
+        if found == "restored later":
+            assert not await stored(pod, hashlib.sha256(original).hexdigest())
+            shutil.copyfile(aside, deleted)
+            await run(pod, tmp_path, [root])
+        assert await content(pod, hashlib.sha256(original).hexdigest()) == original
+        snap = await snapshot(pod)
+        assert all([await stored(pod, f["sha256"]) for f in snap.of_type("File")])
+
+
+async def test_a_photo_saved_over_at_its_size_and_mtime_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tools that keep the file's date (``exiftool -P``) give the checkpoint nothing to see."""
+    root = tmp_path / "pictures"
+    paths = [write_image(root / f"{name}.jpg", seed) for seed, name in enumerate("abc", 1)]
+    changed = paths[1]
+    other = write_image(tmp_path / "other.jpg", 99).read_bytes()
+    size = max(len(other), changed.stat().st_size)
+    changed.write_bytes(changed.read_bytes().ljust(size, b"\0"))  # after the JPEG's end: ignored
+    before = changed.stat()
+
+    def save_over() -> None:
+        changed.write_bytes(other.ljust(size, b"\0"))
+        os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    change_once_read(monkeypatch, changed, save_over)
+    async with local_pod(tmp_path / "pod") as pod:
+        assert len((await run(pod, tmp_path, [root])).skipped) == 1
+        monkeypatch.undo()
+        assert changed.stat().st_size == size and changed.stat().st_mtime_ns == before.st_mtime_ns
+        assert (await run(pod, tmp_path, [root])).skipped == []
+        assert await content(pod, hashlib.sha256(changed.read_bytes()).hexdigest()) == (
+            changed.read_bytes()
+        )
+        assert sha_id(changed) in {p["id"] for p in (await snapshot(pod)).of_type("Photo")}
 
 
 async def test_a_photo_with_a_name_that_is_not_utf8_is_named_as_text_when_skipped(
