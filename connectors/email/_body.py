@@ -9,9 +9,11 @@ part with a filename or ``Content-Disposition: attachment``) is an attachment.
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 from dataclasses import dataclass, field
 from email import policy
+from email.errors import MissingHeaderBodySeparatorDefect
 from email.message import Message
 from email.parser import BytesParser
 
@@ -23,6 +25,9 @@ __all__ = ["Attachment", "Body", "split_body"]
 _MAX_DEPTH = 40
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
+_TRANSFER_ENCODINGS = frozenset({"base64", "quoted-printable"})
+_TRAILING_SPACE = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
+_NOT_QP = re.compile(rb"=(?![0-9A-Fa-f]{2}|\r?\n|\Z)")
 
 
 @dataclass(slots=True)
@@ -109,33 +114,79 @@ def _serialized(msg: Message) -> bytes | None:
             return None
 
 
-def _transfer_decoded(part: Message, inner: Message) -> Message:
-    """The message inside a base64-encoded message/rfc822 part, decoded.
+def _transfer_encoding(part: Message) -> str | None:
+    value = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    return value if value in _TRANSFER_ENCODINGS else None
 
-    RFC 2046 allows only 7bit, 8bit or binary there, but some clients encode the
-    part anyway; the parser then reads the base64 text as the body of a message
-    without header fields (base64 has no colon, so no line looks like one).
+
+def _undo_transfer_encoding(text: str, encoding: str) -> bytes | None:
+    """``text`` decoded from base64 or quoted-printable; None if it is not that after all.
+
+    Strict, so that a part labelled so but sent as it is stays untouched: base64
+    must validate, and in quoted-printable every ``=`` must start an escape or a
+    soft line break (a raw message has ``charset=`` or ``boundary=``).
     """
-    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    body = inner.get_payload()
-    if cte != "base64" or list(inner.raw_items()) or not isinstance(body, str):
-        return inner
-    compact = "".join(body.split())
+    data = text.encode("utf-8", "surrogateescape")
     try:
-        decoded = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
-        if not decoded.strip():
-            return inner
-        return BytesParser(policy=policy.compat32).parsebytes(decoded)
-    except Exception:
-        return inner  # not base64 after all: kept as it came, nothing lost
+        if encoding == "base64":
+            compact = b"".join(data.split())
+            return base64.b64decode(compact + b"=" * (-len(compact) % 4), validate=True)
+        data = _TRAILING_SPACE.sub(b"", data)  # added in transport (RFC 2045 6.7)
+        return None if _NOT_QP.search(data) else binascii.a2b_qp(data)
+    except ValueError:
+        return None
+
+
+def _header_lines(msg: Message) -> str:
+    return "".join(f"{name}: {value}\n" for name, value in msg.raw_items())
+
+
+def _message_source(msg: Message) -> str | None:
+    """The text ``msg`` was parsed from, but for spaces after header colons; None if split.
+
+    A transfer-encoded message/* part is parsed before it is decoded: base64 as
+    a body without header fields, quoted-printable mostly as header fields
+    (until a soft line break leaves a line that is not one).
+    """
+    body = msg.get_payload()
+    if not isinstance(body, str):
+        return None
+    separated = not any(isinstance(d, MissingHeaderBodySeparatorDefect) for d in msg.defects)
+    return _header_lines(msg) + ("\n" if separated else "") + body
+
+
+def _transfer_decoded(part: Message, source: str | None) -> bytes | None:
+    """The bytes of a message/* ``part`` sent base64 or quoted-printable, else None.
+
+    RFC 2046 allows only 7bit, 8bit or binary there, but some clients and
+    mailing lists encode the part anyway.  Text that is not in its declared
+    encoding after all, or that decoding leaves unchanged, gives None: the
+    part is then kept as it came, nothing lost.
+    """
+    encoding = _transfer_encoding(part)
+    if encoding is None or source is None:
+        return None
+    decoded = _undo_transfer_encoding(source, encoding)
+    if decoded is None or not decoded.strip():
+        return None
+    return None if decoded == source.encode("utf-8", "surrogateescape") else decoded
+
+
+def _parsed(data: bytes) -> Message:
+    return BytesParser(policy=policy.compat32).parsebytes(data)
 
 
 def _inner_message(part: Message) -> Message | None:
     """The message a message/rfc822 part holds (transfer encoding undone), if parsed."""
-    inner = part.get_payload()
-    if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-        return _transfer_decoded(part, inner[0])
-    return None
+    payload = part.get_payload()
+    if not (isinstance(payload, list) and payload and isinstance(payload[0], Message)):
+        return None
+    inner = payload[0]
+    decoded = _transfer_decoded(part, _message_source(inner))
+    try:
+        return inner if decoded is None else _parsed(decoded)
+    except Exception:
+        return inner  # kept as it came, nothing lost
 
 
 def _report_bytes(part: Message) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import quopri
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -431,6 +432,31 @@ def test_forwarded_message_that_is_not_base64_after_all_is_kept_as_it_came() -> 
     (payload,) = files(records(raw))
     assert meta(payload).mimeType == "message/rfc822"
     assert b"not base64: @@@ !!!" in bytes(payload.content)  # type: ignore[arg-type]
+
+
+def test_quoted_printable_forwarded_message_is_stored_decoded() -> None:
+    """Stored as the same message sent unencoded would be (one File), though a soft
+    line break splits a header field and the body has escapes."""
+    inner = lf(
+        "From: inner@b.example\nSubject: =?utf-8?q?Caf=C3=A9?= " + "and more " * 8 + "\n"
+        'Message-ID: <in@b>\nContent-Type: text/plain; charset="utf-8"\n\n'
+        "caf\u00e9 = 1 \u20ac\n"
+    )
+    encoded = quopri.encodestring(inner)
+    assert b"=\r\n" in encoded.split(b"\r\n\r\n")[0]  # a soft break in the header
+    (payload,) = files(records(forwarded("Content-Transfer-Encoding: quoted-printable\n", encoded)))
+    (plain,) = files(records(forwarded("", inner)))
+    assert meta(payload).filename == "Caf\u00e9" + " and more" * 8 + ".eml"
+    assert payload.content == plain.content
+    assert "caf\u00e9 = 1 \u20ac".encode() in bytes(payload.content)  # type: ignore[arg-type]
+
+
+def test_forwarded_message_that_is_not_quoted_printable_after_all_is_kept_as_it_came() -> None:
+    inner = lf('From: i@b.example\nContent-Type: text/plain; charset="utf-8"\n\nx=3D1\n')
+    (payload,) = files(records(forwarded("Content-Transfer-Encoding: quoted-printable\n", inner)))
+    (plain,) = files(records(forwarded("", inner)))
+    assert payload.content == plain.content
+    assert b"x=3D1" in bytes(payload.content)  # type: ignore[arg-type]
 
 
 def test_attachment_over_limit_is_skipped_and_reported() -> None:
