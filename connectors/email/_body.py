@@ -155,6 +155,17 @@ def _message_source(msg: Message) -> str | None:
     return _header_lines(msg) + ("\n" if separated else "") + body
 
 
+def _report_source(blocks: list[Message]) -> str | None:
+    """The text of a report part the parser split into field groups (blank line between)."""
+    texts = []
+    for block in blocks:
+        body = block.get_payload()
+        if not isinstance(body, str):
+            return None
+        texts.append(_header_lines(block) + body)
+    return "\n".join(texts)
+
+
 def _transfer_decoded(part: Message, source: str | None) -> bytes | None:
     """The bytes of a message/* ``part`` sent base64 or quoted-printable, else None.
 
@@ -189,12 +200,24 @@ def _inner_message(part: Message) -> Message | None:
         return inner  # kept as it came, nothing lost
 
 
-def _report_bytes(part: Message) -> bytes:
-    """Every field group of a message/* report part (the parser splits them), in order."""
-    blocks = part.get_payload()
-    if not isinstance(blocks, list):
+def _report_bytes(part: Message, ctype: str) -> bytes:
+    """Every field group of a message/* report part (the parser splits them), in order.
+
+    A transfer-encoded report is decoded and its groups read from the result,
+    just as from one that was not encoded.
+    """
+    blocks = _children(part)
+    if not blocks:
         return _payload_bytes(part)
-    return b"".join(_serialized(b) or b"" for b in blocks if isinstance(b, Message))
+    decoded = _transfer_decoded(part, _report_source(blocks))
+    reread: list[Message] = []
+    if decoded is not None:
+        header = f"Content-Type: {' '.join(ctype.split())}\n\n".encode("ascii", "replace")
+        try:
+            reread = _children(_parsed(header + decoded))
+        except Exception:
+            reread = []  # kept as it came, nothing lost
+    return b"".join(_serialized(b) or b"" for b in reread or blocks)
 
 
 class _Splitter:
@@ -222,7 +245,8 @@ class _Splitter:
         self.body.attachments.append(Attachment(data, filename, "message/rfc822"))
 
     def report(self, part: Message, ctype: str) -> None:
-        self.body.attachments.append(Attachment(_report_bytes(part), _filename(part), ctype))
+        data = _report_bytes(part, ctype)
+        self.body.attachments.append(Attachment(data, _filename(part), ctype))
 
     def alternative(self, part: Message, depth: int) -> None:
         """Keep the last (richest) plain and html version; other kinds as attachments."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import quopri
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -365,29 +366,57 @@ def test_inline_image_in_related_and_nested_message() -> None:
     assert msg.externalId == "<n@b>"
 
 
-def test_bounce_keeps_its_whole_delivery_report() -> None:
-    raw = lf(
-        "Message-ID: <dsn@b>\nFrom: MAILER-DAEMON@mx.example.org\nSubject: Undelivered\n"
-        "MIME-Version: 1.0\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n'
-        "\n--b\nContent-Type: text/plain\n\nYour message could not be delivered.\n"
-        "--b\nContent-Type: message/delivery-status\n\n"
-        "Reporting-MTA: dns; mx.example.org\n\n"
-        "Final-Recipient: rfc822; nobody@example.com\nAction: failed\nStatus: 5.1.1\n"
-        "Diagnostic-Code: smtp; 550 5.1.1 User unknown\n\n"
-        "Final-Recipient: rfc822; other@example.com\nAction: delayed\nStatus: 4.2.2\n\n"
-        "--b--\n"
+DELIVERY_REPORT = lf(
+    "Reporting-MTA: dns; mx.example.org\n\n"
+    "Final-Recipient: rfc822; nobody@example.com\nAction: failed\nStatus: 5.1.1\n"
+    "Diagnostic-Code: smtp; 550 5.1.1 User unknown\n\n"
+    "Final-Recipient: rfc822; other@example.com\nAction: delayed\nStatus: 4.2.2\n\n"
+)
+
+
+def bounce(part_headers: str, report: bytes) -> bytes:
+    return (
+        lf(
+            "Message-ID: <dsn@b>\nFrom: MAILER-DAEMON@mx.example.org\nSubject: Undelivered\n"
+            "MIME-Version: 1.0\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n'
+            "\n--b\nContent-Type: text/plain\n\nYour message could not be delivered.\n"
+            f"--b\nContent-Type: message/delivery-status\n{part_headers}\n"
+        )
+        + report
+        + b"--b--\r\n"
     )
-    recs = records(raw)
+
+
+def test_bounce_keeps_its_whole_delivery_report() -> None:
+    recs = records(bounce("", DELIVERY_REPORT))
     assert the_message(recs).content == "Your message could not be delivered."
     (report,) = files(recs)
     assert (meta(report).mimeType, meta(report).filename) == ("message/delivery-status", None)
-    assert report.content == (
-        b"Reporting-MTA: dns; mx.example.org\n\n"
-        b"Final-Recipient: rfc822; nobody@example.com\nAction: failed\nStatus: 5.1.1\n"
-        b"Diagnostic-Code: smtp; 550 5.1.1 User unknown\n\n"
-        b"Final-Recipient: rfc822; other@example.com\nAction: delayed\nStatus: 4.2.2\n\n"
+    assert report.content == DELIVERY_REPORT.replace(b"\r\n", b"\n")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [("base64", b64), ("quoted-printable", lambda data: quopri.encodestring(data))],
+)
+def test_transfer_encoded_delivery_report_is_read_decoded(
+    encoding: str, encode: Callable[[bytes], bytes]
+) -> None:
+    """Some MTAs encode the report; its field groups are those of the decoded text.
+
+    A diagnostic longer than a quoted-printable line is split by a soft line break.
+    """
+    long_diagnostic = DELIVERY_REPORT.replace(
+        b"User unknown", b"<nobody@example.com>: Recipient address rejected: User unknown"
     )
+    raw = bounce(f"Content-Transfer-Encoding: {encoding}\n", encode(long_diagnostic))
+    (report,) = files(records(raw))
+    (unencoded,) = files(records(bounce("", long_diagnostic)))
+    assert meta(report).mimeType == "message/delivery-status"
+    assert report.content == unencoded.content
+    assert b"rejected: User unknown" in bytes(report.content)  # type: ignore[arg-type]
+    assert bytes(report.content).count(b"Final-Recipient:") == 2  # type: ignore[arg-type]
 
 
 def test_read_receipt_keeps_its_report_and_its_type() -> None:
