@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from connectors.email._text import decode_bytes
+from connectors.email._text import clean_text, decode_bytes
 from connectors.email.mapping import message_records
 from importer.model import Edge
 from importer.schema import Account, EmailMessage
@@ -97,3 +99,20 @@ def test_one_bad_byte_in_an_8bit_utf8_subject_loses_only_that_byte() -> None:
 )
 def test_decode_bytes(data: bytes, charset: str | None, expected: str) -> None:
     assert decode_bytes(data, charset) == expected
+
+
+_CONTROLS = "".join(map(chr, [*range(9), 11, 12, *range(14, 32), 127]))
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet=st.sampled_from([*"aé€\U0001f600\t\n\r\ufffd", *_CONTROLS]), max_size=30))
+def test_clean_text_drops_the_controls_and_nothing_else(text: str) -> None:
+    assert clean_text(text) == "".join(c for c in text if c not in _CONTROLS)
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet=st.sampled_from([*"aé\n\x00\x7f", "\ud800", "\udc80", "\udcff"])))
+def test_clean_text_leaves_no_surrogate_and_no_control(text: str) -> None:
+    cleaned = clean_text(text)
+    assert isinstance(cleaned.encode("utf-8"), bytes)  # no surrogate left
+    assert not set(cleaned) & set(_CONTROLS)
