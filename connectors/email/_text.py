@@ -62,15 +62,15 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
         except UnicodeDecodeError:
             pass
     text = data.decode("utf-8", "replace")
-    if _mostly_decoded(text, data.count(b"\xef\xbf\xbd"), declared == "utf-8"):
+    if _mostly_decoded(text, declared == "utf-8", data):
         return text
-    if declared not in (None, "utf-8"):
+    if declared not in (None, "utf-8", "ascii"):  # ASCII decodes no character worth keeping
         try:
             text = data.decode(declared, "replace")
         except LookupError:
             pass
         else:
-            if _mostly_decoded(text, 0, False):
+            if _mostly_decoded(text, False):
                 return text
     try:
         return data.decode("cp1252")
@@ -78,17 +78,27 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
         return data.decode("latin-1")
 
 
-def _mostly_decoded(text: str, literal: int, declared: bool) -> bool:
+def _mostly_decoded(text: str, declared: bool, utf8: bytes | None = None) -> bool:
     """Whether ``text`` (decoded with replacement) is that charset with a few bad bytes.
 
-    ``literal`` U+FFFD were in the data itself; when the charset was declared
-    any decoded non-ASCII character counts, else there must be more of them
-    than bad bytes.  Counted in C (encode/count): this runs for every text
-    that did not decode strictly.
+    When the charset was declared any decoded non-ASCII character counts, else
+    there must be more of them than bad bytes: U+FFFD but those already in
+    ``utf8``, the UTF-8 the text was decoded from (looked for only when the
+    answer depends on it).  Counted in C (encode/count): this runs for every
+    text that did not decode strictly.
     """
-    bad = text.count("\ufffd") - literal
-    good = len(text) - len(text.encode("ascii", "ignore")) - text.count("\ufffd")
-    return good > 0 if declared else good > bad
+    replaced = text.count("\ufffd")
+    good = len(text) - len(text.encode("ascii", "ignore")) - replaced
+    if declared or good <= 0:
+        return good > 0
+    return good > replaced or good > replaced - _literal(utf8)
+
+
+def _literal(utf8: bytes | None) -> int:
+    """How many U+FFFD ``utf8`` holds (a memchr first: the lead byte is rare)."""
+    if utf8 is None or b"\xef" not in utf8:
+        return 0
+    return utf8.count(b"\xef\xbf\xbd")
 
 
 def _has_surrogates(value: str) -> bool:

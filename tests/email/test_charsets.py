@@ -91,6 +91,10 @@ def test_one_bad_byte_in_an_8bit_utf8_subject_loses_only_that_byte() -> None:
         ("Grüße €".encode("cp1252"), None, "Grüße €"),
         ("Grüße €".encode("cp1252"), "utf-8", "Grüße €"),
         ("é".encode() + b"\xe9\xe8", None, "Ã©éè"),  # more bad bytes than UTF-8
+        ("Grüße €".encode("cp1252"), "us-ascii", "Grüße €"),
+        # a U+FFFD that was in the text already is not a bad byte
+        ("ééé\ufffd\ufffd\ufffd".encode() + b"\xe9\xe8", None, "ééé" + "\ufffd" * 5),
+        ("éé\ufffd\ufffd\ufffd".encode() + b"\xe9\xe8", None, "Ã©Ã©ï¿½ï¿½ï¿½éè"),
         (b"\x81\x8d", None, "\x81\x8d"),  # not cp1252 either: latin-1
         # another declared charset with one bad byte: only that byte is lost
         ("朱镕基访问".encode("gb18030") + b"\xff", "gb18030", "朱镕基访问\ufffd"),
