@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from email import policy, utils
 from email.header import decode_header
 from email.message import Message
+from itertools import groupby
 
 from ._text import charset_codec, clean_text, decode_bytes
 
@@ -37,6 +38,7 @@ _FOLD = re.compile(r"\r?\n[ \t]*")
 _MSG_ID = re.compile(r"<([^<>]*)>")
 _WS = re.compile(r"\s+")
 _ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
+_ENCODED_RUN = re.compile(rf"{_ENCODED_WORD.pattern}(?:\s+{_ENCODED_WORD.pattern})*")
 _MAX_HEADER = 64 * 1024
 """Header values are cut here: longer ones are junk or attacks, not data."""
 
@@ -92,20 +94,47 @@ def _stdlib_decodes(data: bytes, label: str) -> bool:
     return True
 
 
-def _as_utf8_word(match: re.Match[str]) -> str:
-    """One encoded word, re-encoded as UTF-8 if the stdlib would misread its charset."""
-    label, encoding, text = match.group(1), match.group(3).lower(), match.group(4)
+def _word_bytes(match: re.Match[str]) -> bytes | None:
+    """The bytes one encoded word holds, or None if it is broken."""
+    encoding, text = match.group(3).lower(), match.group(4)
     try:
         if encoding == "b":
-            data = base64.b64decode(text + "=" * (-len(text) % 4))
-        else:
-            data = binascii.a2b_qp(text.encode("ascii"), header=True)
+            return base64.b64decode(text + "=" * (-len(text) % 4))
+        return binascii.a2b_qp(text.encode("ascii"), header=True)
     except (ValueError, UnicodeEncodeError):
+        return None
+
+
+def _utf8_word(text: str) -> str:
+    return f"=?utf-8?b?{base64.b64encode(text.encode('utf-8')).decode('ascii')}?="
+
+
+def _as_utf8_word(match: re.Match[str]) -> str:
+    """One encoded word, re-encoded as UTF-8 if the stdlib would misread its charset."""
+    data = _word_bytes(match)
+    if data is None:
         return match.group(0)  # broken: left to the parser's own leniency
-    if _stdlib_decodes(data, label):
+    if _stdlib_decodes(data, match.group(1)):
         return match.group(0)
-    decoded = decode_bytes(data, label).encode("utf-8")
-    return f"=?utf-8?b?{base64.b64encode(decoded).decode('ascii')}?="
+    return _utf8_word(decode_bytes(data, match.group(1)))
+
+
+def _as_utf8_words(words: list[re.Match[str]]) -> str:
+    """Adjacent encoded words of one charset; their bytes read together when one
+    alone does not decode (a character cut in two by a mailer that split by length)."""
+    label = words[0].group(1)
+    parts = [data for data in map(_word_bytes, words) if data is not None]
+    if len(parts) < 2 or len(parts) < len(words) or all(_stdlib_decodes(p, label) for p in parts):
+        return " ".join(_as_utf8_word(word) for word in words)
+    return _utf8_word(decode_bytes(b"".join(parts), label))
+
+
+def _as_utf8_run(run: re.Match[str]) -> str:
+    """A run of encoded words with only whitespace between them (which RFC 2047 drops)."""
+    words = _ENCODED_WORD.finditer(run.group(0))
+    return " ".join(
+        _as_utf8_words(list(group)) for _, group in groupby(words, lambda w: w.group(1).lower())
+    )
 
 
 def utf8_words(raw: str) -> str:
@@ -117,7 +146,9 @@ def utf8_words(raw: str) -> str:
     and so do encoded words this way, while the parsers still read the
     structure (quoting, groups, whitespace between words).
     """
-    return _ENCODED_WORD.sub(_as_utf8_word, raw)
+    if "=?" not in raw:
+        return raw
+    return _ENCODED_RUN.sub(_as_utf8_run, raw)
 
 
 def header_text(msg: Message, name: str) -> str | None:

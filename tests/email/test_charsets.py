@@ -120,3 +120,50 @@ def test_clean_text_leaves_no_surrogate_and_no_control(text: str) -> None:
     cleaned = clean_text(text)
     assert isinstance(cleaned.encode("utf-8"), bytes)  # no surrogate left
     assert not set(cleaned) & set(_CONTROLS)
+
+
+def _split_words(text: str, codec: str, label: str, cut: int) -> str:
+    """``text`` as two B-encoded words, cut ``cut`` bytes in: inside a character."""
+    data = text.encode(codec)
+    halves = (data[:cut], data[cut:])
+    return " ".join(f"=?{label}?B?{base64.b64encode(h).decode()}?=" for h in halves)
+
+
+SPLIT = [
+    ("Grüße aus Köln", "utf-8", "utf-8", 3),  # ü cut in two
+    ("朱镕基访问", "gbk", "gb2312", 3),  # a mislabelled charset, 镕 cut in two
+]
+
+
+@pytest.mark.parametrize(("text", "codec", "label", "cut"), SPLIT)
+def test_a_character_split_between_encoded_words_is_kept(
+    text: str, codec: str, label: str, cut: int
+) -> None:
+    """Mailers that cut encoded words by length split characters; RFC 2047 says
+    the words are adjacent, so their bytes are read together."""
+    raw = f"Message-ID: <sp@x>\r\nSubject: Re: {_split_words(text, codec, label, cut)}\r\n\r\nx\r\n"
+    assert the_message(raw.encode()).subject == f"Re: {text}"
+
+
+def test_a_character_split_between_q_encoded_words_is_kept() -> None:
+    raw = (
+        b"Message-ID: <sq@x>\r\n"
+        b"Subject: =?utf-8?Q?caf=C3?=\r\n =?UTF-8?q?=A9_cr=C3=A8me?=\r\n\r\nx\r\n"
+    )
+    assert the_message(raw).subject == "café crème"
+
+
+@pytest.mark.parametrize(("text", "codec", "label", "cut"), SPLIT)
+@pytest.mark.parametrize("group", [False, True], ids=["list", "group"])
+def test_a_display_name_split_between_encoded_words_is_kept(
+    text: str, codec: str, label: str, cut: int, group: bool
+) -> None:
+    value = f"{_split_words(text, codec, label, cut)} <a@x.example>"
+    raw = f"Message-ID: <sd@x>\r\nTo: {'team: ' + value + ';' if group else value}\r\n\r\nx\r\n"
+    recs = message_records(raw.encode(), owner=OWNER, source_ref="t:1")
+    names = [
+        e.target.displayName
+        for e in recs
+        if isinstance(e, Edge) and e.name == "receiver" and isinstance(e.target, Account)
+    ]
+    assert names == [text]
