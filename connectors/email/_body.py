@@ -12,7 +12,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field
-from email import policy
+from email import policy, utils
 from email.errors import MissingHeaderBodySeparatorDefect
 from email.message import Message
 from email.parser import BytesParser
@@ -52,14 +52,50 @@ def _content_type(part: Message) -> str:
         return "application/octet-stream"
 
 
+_PARAM_HEADERS = ("content-type", "content-disposition")
+
+
+def _decoded_params(part: Message) -> Message:
+    """``part``, or a copy of its parameter fields with their 8-bit bytes decoded.
+
+    The parser hands a field with 8-bit bytes on with each of them as U+FFFD;
+    unencoded UTF-8 (RFC 6532) or legacy-charset filenames are common.
+    """
+    fields = [(k, v) for k, v in part.raw_items() if k.lower() in _PARAM_HEADERS]
+    if all(not isinstance(v, str) or v.isascii() for _, v in fields):
+        return part
+    decoded = Message()
+    for key, value in fields:
+        decoded[key] = clean_text(value) if isinstance(value, str) else value
+    return decoded
+
+
+def _param(fields: Message, name: str, header: str) -> str | None:
+    """Parameter ``name`` of ``header``; an RFC 2231 charset is read like a body's."""
+    value = fields.get_param(name, None, header)
+    if value is None:
+        return None
+    if not isinstance(value, tuple):
+        return utils.collapse_rfc2231_value(value)  # unquoted as get_filename() does
+    charset, _, text = value
+    try:
+        data = text.encode("latin-1")  # the percent-decoded bytes
+    except UnicodeEncodeError:
+        return text  # 8-bit text, decoded already
+    return decode_bytes(data, charset or None)
+
+
 def _filename(part: Message) -> str | None:
     try:
-        name = part.get_filename()
+        fields = _decoded_params(part)
+        name = _param(fields, "filename", "content-disposition")
+        if name is None:
+            name = _param(fields, "name", "content-type")
     except Exception:
         name = None
     if not name:
         return None
-    name = str(name)
+    name = str(name).strip()
     if "=?" in name:  # RFC 2047 inside a parameter: wrong, and common
         name = decode_words(name)
     name = _UNSAFE_NAME.sub("", clean_text(name)).replace("\\", "/")

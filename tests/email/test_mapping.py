@@ -294,25 +294,57 @@ def test_same_attachment_twice_in_one_message_is_one_file() -> None:
     assert len(edges(recs, "attachment")) == 1
 
 
+def pct(text: str, codec: str) -> bytes:
+    return "".join(f"%{b:02X}" for b in text.encode(codec)).encode("ascii")
+
+
 @pytest.mark.parametrize(
     ("disposition", "expected"),
     [
-        ('attachment; filename="=?utf-8?q?R=C3=A9sum=C3=A9.pdf?="', "Résumé.pdf"),
-        ("attachment; filename*=utf-8''R%C3%A9sum%C3%A9.pdf", "Résumé.pdf"),
-        ('attachment; filename="plain name.pdf"', "plain name.pdf"),
+        (b'attachment; filename="=?utf-8?q?R=C3=A9sum=C3=A9.pdf?="', "R\u00e9sum\u00e9.pdf"),
+        (b"attachment; filename*=utf-8''R%C3%A9sum%C3%A9.pdf", "R\u00e9sum\u00e9.pdf"),
+        (b'attachment; filename="plain name.pdf"', "plain name.pdf"),
+        (b"attachment; filename*0*=utf-8''%E2%82%AC; filename*1*=%20rates; filename*2=.pdf",
+         "\u20ac rates.pdf"),
+        # 8-bit bytes, unencoded (RFC 6532 allows UTF-8; older clients sent their charset)
+        ('attachment; filename="Pr\u00e4sentation \u5831\u544a.pdf"'.encode(),
+         "Pr\u00e4sentation \u5831\u544a.pdf"),
+        ('attachment; filename="Pr\u00e4sentation.pdf"'.encode("latin-1"), "Pr\u00e4sentation.pdf"),
+        # RFC 2231 charsets read like a body's: mislabelled, unknown, missing
+        (b"attachment; filename*=gb2312''" + pct("\u9555\u57fa.pdf", "gbk"), "\u9555\u57fa.pdf"),
+        (b"attachment; filename*=ks_c_5601-1987''" + pct("\ub620\ubc29.pdf", "cp949"),
+         "\ub620\ubc29.pdf"),
+        (b"attachment; filename*=utf-8''R%E9sum%E9.pdf", "R\u00e9sum\u00e9.pdf"),
+        (b"attachment; filename*=x-unknown''R%C3%A9sum%C3%A9.pdf", "R\u00e9sum\u00e9.pdf"),
+        (b"attachment; filename*=''%E2%82%AC.pdf", "\u20ac.pdf"),
     ],
-)
-def test_attachment_filenames_are_decoded(disposition: str, expected: str) -> None:
-    raw = lf(
-        "From: a@b.example\nMessage-ID: <f@b>\nMIME-Version: 1.0\n"
-        'Content-Type: multipart/mixed; boundary="B"\n\n'
-        "--B\nContent-Type: text/plain\n\nsee attached\n"
-        f"--B\nContent-Type: application/pdf\nContent-Disposition: {disposition}\n"
-        "Content-Transfer-Encoding: base64\n\nJVBERi0=\n--B--\n"
+)  # fmt: skip
+def test_attachment_filenames_are_decoded(disposition: bytes, expected: str) -> None:
+    raw = (
+        lf(
+            "From: a@b.example\nMessage-ID: <f@b>\nMIME-Version: 1.0\n"
+            'Content-Type: multipart/mixed; boundary="B"\n\n'
+            "--B\nContent-Type: text/plain\n\nsee attached\n"
+            "--B\nContent-Type: application/pdf\nContent-Disposition: "
+        )
+        + disposition
+        + lf("\nContent-Transfer-Encoding: base64\n\nJVBERi0=\n--B--\n")
     )
     (payload,) = files(records(raw))
     assert meta(payload).filename == expected
     assert payload.content == b"%PDF-"
+
+
+def test_an_8bit_name_in_the_content_type_is_decoded() -> None:
+    raw = lf(
+        "From: a@b.example\nMessage-ID: <n8@b>\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/mixed; boundary="B"\n\n'
+        "--B\nContent-Type: text/plain\n\nsee attached\n"
+        '--B\nContent-Type: application/pdf; name="\u5831\u544a.pdf"\n\n%PDF-\n--B--\n'
+    )
+    (payload,) = files(records(raw))
+    assert meta(payload).filename == "\u5831\u544a.pdf"
+    assert meta(payload).mimeType == "application/pdf"
 
 
 @pytest.mark.parametrize(
