@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import mailbox
 import os
+import quopri
 import re
 import shutil
 import subprocess
@@ -173,7 +175,7 @@ async def test_sample_mbox_lands_with_accounts_labels_replies_and_files(tmp_path
                 attachments[part.get_filename()] = (
                     content.encode() if isinstance(content, str) else content
                 )
-        files = {f["filename"]: f for f in snap.of_type("File")}
+        files = {f.get("filename"): f for f in snap.of_type("File")}
         assert set(files) == {"kickoff-slides.pdf", "lake.png", "invite.ics"}
         for filename, data in attachments.items():
             stored = await pod.get_file(files[filename]["sha256"])
@@ -703,3 +705,79 @@ async def test_two_messages_sharing_a_message_id_make_one_item_the_first_copy(
     assert first["subject"] == "Plans"
     assert "footer" not in (first["content"] or "")
     assert "my original text" in (first["htmlContent"] or "")
+
+
+# --- 10. mail from old and odd mailers ---------------------------------------------------------
+
+
+def _odd_message(n: int, headers: str, body: bytes) -> bytes:
+    head = (
+        f"From: Odd Mailer <odd{n}@old.example>\r\nTo: {SAM}\r\n"
+        f"Message-ID: <odd{n}@old.example>\r\nDate: Mon, 1 Jun 2009 10:00:00 +0200\r\n"
+        f"MIME-Version: 1.0\r\n{headers}\r\n"
+    )
+    return head.encode() + body
+
+
+def _with_part(n: int, part_headers: bytes, part_body: bytes, ctype: str = "mixed") -> bytes:
+    return _odd_message(
+        n,
+        f'Subject: message {n}\r\nContent-Type: multipart/{ctype}; boundary="P"\r\n',
+        b"--P\r\nContent-Type: text/plain\r\n\r\nsee the part\r\n--P\r\n"
+        + part_headers
+        + b"\r\n"
+        + part_body
+        + b"\r\n--P--\r\n",
+    )
+
+
+async def test_mail_from_old_and_odd_mailers_lands_decoded(tmp_path: Path) -> None:
+    """Transfer-encoded forwards and bounce reports, split encoded words and 8-bit
+    or RFC 2231 filenames: what lands in the Pod is the decoded text."""
+    forwarded = (
+        "From: inner@old.example\r\nSubject: =?utf-8?q?Caf=C3=A9?= " + "and more " * 8 + "\r\n"
+        'Message-ID: <inner@old.example>\r\nContent-Type: text/plain; charset="utf-8"\r\n\r\n'
+        "caf\u00e9 = 1 \u20ac\r\n"
+    ).encode()
+    report = (
+        b"Reporting-MTA: dns; mx.old.example\r\n\r\nFinal-Recipient: rfc822; gone@old.example\r\n"
+        b"Action: failed\r\nStatus: 5.1.1\r\n\r\n"
+    )
+    word = "Gr\u00fc\u00dfe aus K\u00f6ln".encode()
+    split = " ".join(f"=?utf-8?B?{base64.b64encode(h).decode()}?=" for h in (word[:3], word[3:]))
+    gbk_name = "".join(f"%{b:02X}" for b in "\u9555\u57fa.pdf".encode("gbk"))
+    messages = [
+        _with_part(1, b"Content-Type: message/rfc822\r\n"
+                   b"Content-Transfer-Encoding: quoted-printable\r\n",
+                   quopri.encodestring(forwarded)),
+        _with_part(2, b"Content-Type: message/delivery-status\r\n"
+                   b"Content-Transfer-Encoding: base64\r\n",
+                   base64.encodebytes(report), "report"),
+        _odd_message(3, f"Subject: Re: {split}\r\n", b"hello\r\n"),
+        _with_part(4, 'Content-Type: application/pdf\r\nContent-Disposition: attachment; '
+                   'filename="Pr\u00e4sentation.pdf"\r\n'.encode(), b"%PDF-4"),
+        _with_part(5, b"Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+                   b"filename*=gb2312''" + gbk_name.encode() + b"\r\n", b"%PDF-5"),
+    ]  # fmt: skip
+    path = tmp_path / "Old.mbox"
+    write_mbox(path, messages)
+    async with local_pod(tmp_path / "pod") as pod:
+        result = await run(pod, tmp_path, mbox_options(path))
+        assert result.status == "done" and result.skip_count == 0
+        snap = await snapshot(pod)
+        subjects = {m["externalId"]: m["subject"] for m in snap.of_type("EmailMessage")}
+        assert subjects["<odd3@old.example>"] == "Re: Gr\u00fc\u00dfe aus K\u00f6ln"
+        files = {f.get("filename"): f for f in snap.of_type("File")}
+        assert set(files) == {
+            "Caf\u00e9" + " and more" * 8 + ".eml",
+            None,
+            "Pr\u00e4sentation.pdf",
+            "\u9555\u57fa.pdf",
+        }
+        eml = await pod.get_file(files["Caf\u00e9" + " and more" * 8 + ".eml"]["sha256"])
+        assert eml is not None and "caf\u00e9 = 1 \u20ac".encode() in eml
+        assert b"Message-ID: <inner@old.example>" in eml
+        assert files[None]["mimeType"] == "message/delivery-status"
+        dsn = await pod.get_file(files[None]["sha256"])
+        assert dsn == report.replace(b"\r\n", b"\n")
+        assert await pod.get_file(files["\u9555\u57fa.pdf"]["sha256"]) == b"%PDF-5"
