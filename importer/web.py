@@ -1,20 +1,22 @@
-"""For connectors that fetch over HTTP: polite retries, and passwords kept out of URLs.
+"""For connectors that fetch over HTTP: polite retries, conditional GETs, safe URLs.
 
-Every web connector needs both, and both are easy to get subtly wrong (a
-``Retry-After`` date, a password logged with its URL), so the SDK has them
-once: see docs/connectors.md.
+Every web connector needs these, and each is easy to get subtly wrong (a
+``Retry-After`` date, a password logged with its URL, an ETag that cannot be
+sent back), so the SDK has them once: see docs/connectors.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urljoin
 
 import anyio
 import httpx
 
 from .pod._retry import parse_retry_after
 
-__all__ = ["polite", "split_credentials"]
+__all__ = ["absolute", "conditions", "polite", "split_credentials", "validators"]
 
 
 async def polite(
@@ -47,3 +49,27 @@ def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
         return url, None
     auth = httpx.BasicAuth(parsed.username, parsed.password) if parsed.username else None
     return str(parsed.copy_with(username=None, password=None)), auth
+
+
+def validators(response: httpx.Response) -> dict[str, str]:
+    """The headers of a conditional GET for what ``response`` served: a checkpoint's state."""
+    etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+    found = {"If-None-Match": etag, "If-Modified-Since": modified}
+    return {name: value for name, value in found.items() if value}
+
+
+def conditions(state: Any) -> dict[str, str]:
+    """The headers of :func:`validators` that can be sent back.
+
+    RFC 7232 allows a non-ASCII ETag, which an HTTP header cannot carry: it
+    is left out (the GET is then a plain one).
+    """
+    return {name: value for name, value in (state or {}).items() if value.isascii()}
+
+
+def absolute(base: str, link: str | None) -> str | None:
+    """``link`` resolved against ``base`` (the final URL); unparsable, it is kept as it is."""
+    try:
+        return urljoin(base, link) if link else link
+    except ValueError:
+        return link

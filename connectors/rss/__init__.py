@@ -9,7 +9,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
-from urllib.parse import urljoin
 
 import anyio
 import feedparser  # type: ignore[import-untyped]  # feedparser ships no type hints
@@ -17,7 +16,7 @@ import httpx
 from pydantic import BaseModel
 
 from importer import Checkpoint, Connector, DateTime, Edge, Item, Record, RunContext
-from importer.web import polite, split_credentials
+from importer.web import absolute, conditions, polite, split_credentials, validators
 
 
 class RSSFeed(Item):
@@ -81,9 +80,8 @@ async def _feed(
     """One feed's records; a feed that fails is skipped with its reason, the others go on."""
     shown, auth = split_credentials(url)  # the feed's URL in the Pod and logs: no password
     # The checkpoint is the headers of a conditional GET: an unchanged feed answers 304.
-    # A validator that cannot be sent back (RFC 7232 allows a non-ASCII ETag) is left out.
     try:
-        sent = {name: v for name, v in (ctx.checkpoint(shown) or {}).items() if v.isascii()}
+        sent = conditions(ctx.checkpoint(shown))
         get = partial(http.get, shown, headers=sent, auth=auth)
         response = await polite(get, max_wait=ctx.options.max_retry_wait)
         ok = response.status_code == 200  # parsing is CPU work: off the event loop
@@ -101,8 +99,9 @@ async def _feed(
     if not parsed.entries and (parsed.bozo or not parsed.get("version")):
         ctx.skip(shown, f"malformed feed: {parsed.get('bozo_exception') or 'not RSS or Atom'}")
         return
-    info, base = parsed.feed, str(response.url)  # relative links are relative to the final URL
-    link = _absolute(base, info.get("link"))
+    # Links are resolved against the final URL here: feedparser's would rewrite guids too.
+    info, base = parsed.feed, str(response.url)
+    link = absolute(base, info.get("link"))
     feed = RSSFeed(url=shown, title=info.get("title"), link=link, description=info.get("subtitle"))
     yield feed
     links = Counter(e.get("link") for e in parsed.entries if e.get("link") and not e.get("id"))
@@ -110,9 +109,7 @@ async def _feed(
         item = _entry(shown, base, entry, links[entry.get("link")] > 1)
         yield item
         yield Edge(item, "feed", feed)
-    etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
-    conditions = {"If-None-Match": etag, "If-Modified-Since": modified}
-    yield Checkpoint({name: value for name, value in conditions.items() if value}, stream=shown)
+    yield Checkpoint(validators(response), stream=shown)
 
 
 def _parse(response: httpx.Response) -> Any:
@@ -131,21 +128,13 @@ def _entry(feed_url: str, base: str, entry: Any, shared: bool) -> RSSEntry:
         feedUrl=feed_url,
         externalId=external_id,
         title=entry.get("title"),
-        link=_absolute(base, entry.get("link")),
+        link=absolute(base, entry.get("link")),
         summary=entry.get("summary"),
         content=(entry.get("content") or [{}])[0].get("value"),
         author=entry.get("author"),
         datePublished=_millis(entry, "published_parsed"),
         dateUpdated=_millis(entry, "updated_parsed"),
     )
-
-
-def _absolute(base: str, link: str | None) -> str | None:
-    """``link`` resolved here: feedparser's base would rewrite guids (entries' identity) too."""
-    try:
-        return urljoin(base, link) if link else link
-    except ValueError:  # unparsable: kept as the feed wrote it
-        return link
 
 
 def _millis(entry: Any, key: str) -> int | None:
