@@ -64,10 +64,8 @@ class FeedsConnector(Connector[Options]):
 
     async def fetch(self, ctx: RunContext[Options]) -> AsyncIterator[Record]:
         ctx.progress(total=len(ctx.options.feeds))
-        headers = {"User-Agent": ctx.options.user_agent}
-        async with httpx.AsyncClient(
-            headers=headers, timeout=ctx.options.timeout, follow_redirects=True
-        ) as http:
+        agent, timeout = {"User-Agent": ctx.options.user_agent}, ctx.options.timeout
+        async with httpx.AsyncClient(headers=agent, timeout=timeout, follow_redirects=True) as http:
             for url in ctx.options.feeds:
                 async for record in _feed(ctx, http, url):
                     yield record
@@ -106,7 +104,7 @@ async def _feed(
     yield feed
     links = Counter(e.get("link") for e in parsed.entries if e.get("link") and not e.get("id"))
     for entry in parsed.entries:
-        item = _entry(shown, base, entry, links[entry.get("link")] > 1)
+        item = await _entry(ctx, shown, base, entry, alone=links[entry.get("link")] < 2)
         yield item
         yield Edge(item, "feed", feed)
     yield Checkpoint(validators(response), stream=shown)
@@ -117,16 +115,15 @@ def _parse(response: httpx.Response) -> Any:
     return feedparser.parse(io.BytesIO(response.content), response_headers=dict(response.headers))
 
 
-def _entry(feed_url: str, base: str, entry: Any, shared: bool) -> RSSEntry:
-    said = "\x00".join(str(entry.get(key)) for key in ("title", "summary", "published"))
-    # The entry's id (an RSS guid), else its link, else a hash of what it says. A link that
-    # other id-less entries share (a status page's items all link home) is hashed with it.
-    said = f"{entry.get('link')}\x00{said}" if shared else said
-    fallback = None if shared else entry.get("link")
-    external_id = entry.get("id") or fallback or hashlib.sha256(said.encode()).hexdigest()
-    return RSSEntry(
-        feedUrl=feed_url,
-        externalId=external_id,
+async def _entry(ctx: RunContext[Any], feed: str, base: str, entry: Any, alone: bool) -> RSSEntry:
+    """The entry, known by its id (an RSS guid), else its link, else a hash of what it says.
+
+    A link other id-less entries share (a status page's items all link home) is hashed with
+    what each says; as a link comes to be shared or not, the first identity an entry had stays.
+    """
+    item = RSSEntry(
+        feedUrl=feed,
+        externalId=entry.get("id") or None,
         title=entry.get("title"),
         link=absolute(base, entry.get("link")),
         summary=entry.get("summary"),
@@ -135,6 +132,20 @@ def _entry(feed_url: str, base: str, entry: Any, shared: bool) -> RSSEntry:
         datePublished=_millis(entry, "published_parsed"),
         dateUpdated=_millis(entry, "updated_parsed"),
     )
+    if item.externalId:
+        return item
+    link = entry.get("link")
+    said = "\x00".join(str(entry.get(key)) for key in ("title", "summary", "published"))
+    said = f"{link}\x00{said}" if link else said
+    item.externalId = hashed = hashlib.sha256(said.encode()).hexdigest()
+    known = partial(ctx.last_added, "RSSEntry", feedUrl=feed)
+    if link and alone:  # known by its link, unless first imported while the link was shared
+        item.externalId = hashed if await known(externalId=hashed) else link
+    elif link:  # hashed, but the one first imported alone keeps its link if it says the same
+        first = await known(externalId=link) or {}
+        same = all(first.get(k) == getattr(item, k) for k in ("title", "summary", "datePublished"))
+        item.externalId = link if first and same else hashed
+    return item
 
 
 def _millis(entry: Any, key: str) -> int | None:
