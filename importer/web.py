@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urljoin
+from xml.parsers.expat import errors
+from xml.sax import SAXParseException
 
 import anyio
 import httpx
 
 from .pod._retry import parse_retry_after
 
-__all__ = ["absolute", "conditions", "polite", "split_credentials", "validators"]
+__all__ = ["absolute", "conditions", "cut_off", "polite", "split_credentials", "validators"]
 
 
 async def polite(
@@ -73,3 +75,23 @@ def absolute(base: str, link: str | None) -> str | None:
         return urljoin(base, link) if link else link
     except ValueError:
         return link
+
+
+_ENDED_EARLY = frozenset(
+    {
+        errors.XML_ERROR_NO_ELEMENTS,
+        errors.XML_ERROR_UNCLOSED_TOKEN,
+        errors.XML_ERROR_PARTIAL_CHAR,
+        errors.XML_ERROR_UNCLOSED_CDATA_SECTION,
+    }
+)
+
+
+def cut_off(error: object) -> bool:
+    """Whether an XML parser's ``error`` says the document ends early.
+
+    A body cut off (by its generator, a proxy) leaves its last element
+    incomplete: what it lacks was not removed.  Other errors (a stray ``&``)
+    are no sign of that.
+    """
+    return isinstance(error, SAXParseException) and error.getMessage() in _ENDED_EARLY

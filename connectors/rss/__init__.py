@@ -16,7 +16,7 @@ import httpx
 from pydantic import BaseModel
 
 from importer import Checkpoint, Connector, DateTime, Edge, Item, Record, RunContext
-from importer.web import absolute, conditions, polite, split_credentials, validators
+from importer.web import absolute, conditions, cut_off, polite, split_credentials, validators
 
 
 class RSSFeed(Item):
@@ -102,8 +102,12 @@ async def _feed(
     link = absolute(base, info.get("link"))
     feed = RSSFeed(url=shown, title=info.get("title"), link=link, description=info.get("subtitle"))
     yield feed
-    links = Counter(e.get("link") for e in parsed.entries if e.get("link") and not e.get("id"))
-    for entry in parsed.entries:
+    entries, error = parsed.entries, parsed.get("bozo_exception")
+    if cut_off(error):  # the last entry is incomplete: left out, not imported in part
+        entries = entries[:-1]
+        ctx.skip(shown, f"cut off: {error}: its last entry is left out")
+    links = Counter(e.get("link") for e in entries if e.get("link") and not e.get("id"))
+    for entry in entries:
         item = await _entry(ctx, shown, base, entry, alone=links[entry.get("link")] < 2)
         yield item
         yield Edge(item, "feed", feed)

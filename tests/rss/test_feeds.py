@@ -126,6 +126,40 @@ async def test_new_entries_are_imported_alone_and_changed_titles_update(tmp_path
     assert len(snap.of_type("RSSEntry")) == 4 and len(snap.edges_named("feed")) == 4
 
 
+async def test_a_document_cut_off_mid_entry_leaves_that_entry_alone_and_says_so(
+    tmp_path: Path,
+) -> None:
+    items = [
+        {"guid": "a", "title": "A", "description": "about a"},
+        {"guid": "b", "title": "B", "description": "about b", "author": "bo@blog.example"},
+    ]
+    whole = rss("Blog", items)
+    with feed_server() as server:
+        server.resources["/blog.xml"] = Resource(whole)
+        url = server.url("/blog.xml")
+        async with local_pod(tmp_path / "pod") as pod:
+            first = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            assert first.stats.created == 3
+
+            items[0]["title"] = "A, retitled"
+            cut = rss("Blog", items)[: whole.index(b"<title>B</title>") + 12]  # in b's title
+            server.resources["/blog.xml"] = Resource(cut)
+            again = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            snap = await snapshot(pod)
+
+    assert again.error is None and again.stats.updated == 1
+    ((ref, reason),) = [(s.ref, s.reason) for s in again.skipped]
+    assert ref == url and reason.startswith("cut off: ") and "last entry is left out" in reason
+    entries = _entries(snap, url)
+    assert entries["a"]["title"] == "A, retitled"
+    assert {k: entries["b"].get(k) for k in ("title", "summary", "author")} == {
+        "title": "B",
+        "summary": "about b",
+        "author": "bo@blog.example",
+    }
+    assert len(entries) == 2
+
+
 async def test_an_unchanged_feed_answers_304_and_nothing_is_written(tmp_path: Path) -> None:
     modified = "Wed, 01 May 2024 10:00:00 GMT"
     with feed_server() as server:
@@ -225,7 +259,7 @@ async def test_broken_feeds_are_recorded_and_the_others_import(tmp_path: Path) -
             assert run is not None
 
     reasons = {s.ref: s.reason for s in result.skipped}
-    assert set(reasons) == set(feeds[:-2])
+    assert set(reasons) == set(feeds[:-1])
     assert reasons[unreachable].startswith("unreachable: ConnectError: ")
     assert reasons[server.url("/truncated.xml")].startswith("malformed feed: ")
     assert "no element found" in reasons[server.url("/truncated.xml")]
@@ -238,10 +272,11 @@ async def test_broken_feeds_are_recorded_and_the_others_import(tmp_path: Path) -
     good, partial = server.url("/good.xml"), server.url("/partial.xml")
     assert sorted(f["url"] for f in snap.of_type("RSSFeed")) == sorted([good, partial])
     assert len(_entries(snap, good)) == 3
-    # A feed that breaks off mid-way still yields the entries that were readable.
-    assert "tag:blog.example,2024:1" in _entries(snap, partial)
+    # A feed that breaks off mid-way still yields the entries that were whole.
+    assert list(_entries(snap, partial)) == ["tag:blog.example,2024:1"]
+    assert reasons[partial].endswith(": its last entry is left out")
     logged = {entry["ref"]: entry["reason"] for entry in json.loads(run["skipLog"])}
-    assert logged == reasons and run["skippedCount"] == 6 and run["status"] == "done"
+    assert logged == reasons and run["skippedCount"] == 7 and run["status"] == "done"
 
 
 async def test_a_password_in_a_feed_url_is_used_but_never_shown(
