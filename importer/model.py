@@ -87,6 +87,8 @@ class Item(BaseModel):
 
     ``key_fields`` names the properties that identify the thing in the world
     (its natural key); ``mutable_fields`` the ones a re-import may change.
+    ``clears_missing``: a sighting gives all of the mutable fields, so one left
+    None is erased in the Pod (else None means "not known here" and is kept).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -94,6 +96,7 @@ class Item(BaseModel):
     item_type: ClassVar[str] = "Item"
     key_fields: ClassVar[tuple[str, ...]] = ()
     mutable_fields: ClassVar[frozenset[str]] = frozenset()
+    clears_missing: ClassVar[bool] = False
 
     id: str | None = None
     dateCreated: DateTime | None = None
@@ -176,11 +179,17 @@ class Item(BaseModel):
         data["type"] = self.item_type
         return data
 
-    def mutable_values(self) -> dict[str, Any]:
-        """The mutable properties that are set, for update comparison."""
+    def mutable_values(self, *, erasing: bool = False) -> dict[str, Any]:
+        """The mutable properties that are set, for update comparison.
+
+        ``erasing`` (a full sighting, not an ``Update``), of a type that
+        ``clears_missing``: the unset ones too, as None.
+        """
         if not self._sorted_mutable:
             return {}
         values = self.__dict__
+        if erasing and self.clears_missing:
+            return {name: values.get(name) for name in self._sorted_mutable}
         return {name: values[name] for name in self._sorted_mutable if values.get(name) is not None}
 
 

@@ -203,7 +203,7 @@ class BatchBuilder:
         except (UnicodeError, orjson.JSONEncodeError) as exc:
             raise _unsendable(item, data, exc) from exc
         item_id: str = data["id"]
-        mutable = item.mutable_values()
+        mutable = item.mutable_values(erasing=not update_only)
         seen = batch.items.get(item_id)
         if seen is None:
             batch.items[item_id] = BatchItem(data, mutable, type(item), update_only)
@@ -219,5 +219,7 @@ class BatchBuilder:
         else:
             seen.data.update({k: v for k, v in data.items() if k in item.mutable_fields})
         seen.mutable.update(mutable)
+        for name in (name for name, value in mutable.items() if value is None):
+            seen.data.pop(name, None)  # erased by the later sighting (``clears_missing``)
         seen.update_only = seen.update_only and update_only
         return item_id

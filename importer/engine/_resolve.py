@@ -32,7 +32,13 @@ class BulkSearcher(Protocol):
 
 
 def mutable_digest(values: dict[str, Any]) -> str:
-    """A short, stable fingerprint of an item's mutable properties."""
+    """A short, stable fingerprint of an item's mutable properties.
+
+    A None value (to be erased) counts as absent: an erased property is one the
+    Pod does not have.
+    """
+    if None in values.values():
+        values = {name: value for name, value in values.items() if value is not None}
     if not values:
         return ""
     blob = json.dumps(values, sort_keys=True, default=str).encode()
@@ -330,8 +336,7 @@ class Resolver:
         payload = plan.batch.files.get(item_id)
         created_here = False
         if in_pod is not None:
-            current = {k: in_pod.get(k) for k in entry.mutable}
-            known_digest = mutable_digest({k: v for k, v in current.items() if v is not None})
+            known_digest = mutable_digest({k: in_pod.get(k) for k in entry.mutable})
             if (
                 payload is not None
                 and not in_pod.get("keystr")

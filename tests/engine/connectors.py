@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, ClassVar
 
 import anyio
@@ -135,3 +135,34 @@ class LinkedElsewhere(Connector[NotesOptions]):
             raise TimeoutError("the engine stored no PendingEdge within 10 s")
         await other.create_item(Note(externalId="note-1", title="from elsewhere").to_pod())
         await other.create_edge(note_id(0), note_id(1), "answers")
+
+
+class Page(Item):
+    """A type whose sightings give all its mutable fields: None erases."""
+
+    key_fields: ClassVar[tuple[str, ...]] = ("externalId",)
+    mutable_fields: ClassVar[frozenset[str]] = frozenset({"title", "body"})
+    clears_missing: ClassVar[bool] = True
+
+    externalId: str | None = None
+    title: str | None = None
+    body: str | None = None
+
+
+class NoOptions(BaseModel):
+    pass
+
+
+class Replay(Connector[NoOptions]):
+    """Yields the records it was given."""
+
+    name = "replay"
+    options_model = NoOptions
+    item_types = (Page,)
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        self.records = records
+
+    async def fetch(self, ctx: RunContext[NoOptions]) -> AsyncIterator[Record]:
+        for record in self.records:
+            yield record

@@ -9,12 +9,22 @@ from typing import Any
 import anyio
 import pytest
 
-from importer import Checkpoint
+from importer import Checkpoint, Record, Update
 from importer.engine import EngineSettings, RunLocked
 from importer.model import derive_id
 from importer.testing import check_connector, local_pod, run_connector, snapshot
 
-from .connectors import AsyncNotes, Flagger, LinkedElsewhere, Note, SyncNotes, Tag, note_id
+from .connectors import (
+    AsyncNotes,
+    Flagger,
+    LinkedElsewhere,
+    Note,
+    Page,
+    Replay,
+    SyncNotes,
+    Tag,
+    note_id,
+)
 
 SMALL = EngineSettings(batch_records=40, max_in_flight=3, flush_interval=0.2)
 
@@ -119,6 +129,29 @@ async def test_update_records_never_create_items(over_socket: bool, tmp_path: Pa
         assert result.stats.updated == 5 and result.stats.created == 0
         notes = await pod.search({"type": "Note"})
         assert len(notes) == 5 and all(n["starred"] is True for n in notes)
+
+
+async def test_a_type_that_clears_missing_fields_erases_them_but_updates_do_not(
+    over_socket: bool, tmp_path: Path
+) -> None:
+    first = [Page(externalId=n, title=n.upper(), body=f"about {n}") for n in ("a", "b")]
+    later: list[Record] = [
+        Page(externalId="a", title="A"),  # the body is gone at the source
+        Update(Page(externalId="b", title="B, retitled")),  # says nothing of the body
+        Page(externalId="c", title="C", body="about c"),
+        Page(externalId="c", title="C"),  # seen again in the same run, without a body
+    ]
+    async with pod_for(tmp_path, over_socket) as pod:
+        await run_connector(Replay(first), {}, client=pod, data_dir=tmp_path, settings=SMALL)
+        again = await run_connector(Replay(later), {}, client=pod, data_dir=tmp_path)
+        assert (again.stats.created, again.stats.updated) == (1, 2)
+        pages = {p["externalId"]: p for p in await pod.search({"type": "Page"})}
+        same = await run_connector(Replay(later), {}, client=pod, data_dir=tmp_path)
+        assert same.stats.created == same.stats.updated == 0
+
+    assert "body" not in pages["a"] and pages["a"]["title"] == "A"
+    assert pages["b"]["body"] == "about b" and pages["b"]["title"] == "B, retitled"
+    assert "body" not in pages["c"] and pages["c"]["title"] == "C"
 
 
 async def test_edges_to_items_that_come_later_wait_and_land(

@@ -68,3 +68,15 @@ def test_mutable_values_are_the_set_mutable_fields_in_order() -> None:
     note = Note(externalId="n-5", starred=False, title="t")
     assert list(note.mutable_values().items()) == [("starred", False), ("title", "t")]
     assert Note(externalId="n-6").mutable_values() == {}
+
+
+def test_mutable_values_of_a_type_that_clears_missing_name_the_unset_ones() -> None:
+    class Page(Note):
+        clears_missing: ClassVar[bool] = True
+
+    assert Page(externalId="p", title="t").mutable_values(erasing=True) == {
+        "starred": None,
+        "title": "t",
+    }
+    assert Page(externalId="p", title="t").mutable_values() == {"title": "t"}
+    assert Note(externalId="n", title="t").mutable_values(erasing=True) == {"title": "t"}
