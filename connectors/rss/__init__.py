@@ -24,6 +24,7 @@ class RSSFeed(Item):
 
     key_fields = ("url",)
     mutable_fields = frozenset({"title", "link", "description"})
+    clears_missing = True  # the Pod mirrors the feed: what it no longer says is erased
 
     url: str | None = None
     title: str | None = None
@@ -36,6 +37,7 @@ class RSSEntry(Item):
 
     key_fields = ("feedUrl", "externalId")
     mutable_fields = frozenset({"title", "link", "summary", "content", "author", "dateUpdated"})
+    clears_missing = True
 
     feedUrl: str | None = None
     externalId: str | None = None

@@ -126,6 +126,35 @@ async def test_new_entries_are_imported_alone_and_changed_titles_update(tmp_path
     assert len(snap.of_type("RSSEntry")) == 4 and len(snap.edges_named("feed")) == 4
 
 
+async def test_what_the_publisher_removes_from_an_entry_is_removed_in_the_pod(
+    tmp_path: Path,
+) -> None:
+    with feed_server() as server:
+        server.resources["/blog.xml"] = Resource(rss("Blog", BLOG_ITEMS[:2]))
+        url = server.url("/blog.xml")
+        async with local_pod(tmp_path / "pod") as pod:
+            first = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            assert first.stats.created == 3
+
+            kept = ("title", "link", "guid", "pubDate")
+            stripped = {k: v for k, v in BLOG_ITEMS[0].items() if k in kept}
+            blog = rss("Blog", [stripped, BLOG_ITEMS[1]])
+            about = b"<description>About Blog</description>"
+            server.resources["/blog.xml"] = Resource(blog.replace(about, b""))
+            again = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            assert again.error is None and (again.stats.updated, again.stats.unchanged) == (2, 1)
+            snap = await snapshot(pod)
+
+            same = await run_connector(connector, {"feeds": [url]}, client=pod, data_dir=tmp_path)
+            assert (same.stats.updated, same.stats.unchanged) == (0, 3)
+
+    entry = _entries(snap, url)["tag:blog.example,2024:1"]
+    assert not {"summary", "content", "author"} & set(entry)
+    assert entry["title"] == "First post" and entry["datePublished"] == _millis(2024, 5, 1, 8)
+    (feed,) = snap.of_type("RSSFeed")
+    assert "description" not in feed and feed["title"] == "Blog"
+
+
 async def test_a_document_cut_off_mid_entry_leaves_that_entry_alone_and_says_so(
     tmp_path: Path,
 ) -> None:
