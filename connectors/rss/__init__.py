@@ -15,8 +15,7 @@ import feedparser  # type: ignore[import-untyped]  # feedparser ships no type hi
 import httpx
 from pydantic import BaseModel
 
-from importer import Checkpoint, Connector, DateTime, Edge, Item, Record, RunContext
-from importer.web import absolute, conditions, cut_off, polite, split_credentials, validators
+from importer import Checkpoint, Connector, DateTime, Edge, Item, Record, RunContext, web
 
 
 class RSSFeed(Item):
@@ -78,12 +77,11 @@ async def _feed(
     ctx: RunContext[Options], http: httpx.AsyncClient, url: str
 ) -> AsyncIterator[Record]:
     """One feed's records; a feed that fails is skipped with its reason, the others go on."""
-    shown, auth = split_credentials(url)  # the feed's URL in the Pod and logs: no password
-    # The checkpoint is the headers of a conditional GET: an unchanged feed answers 304.
-    try:
-        sent = conditions(ctx.checkpoint(shown))
+    shown, auth = web.split_credentials(url)  # the feed's URL in the Pod and logs: no password
+    try:  # the checkpoint is the headers of a conditional GET: unchanged, a feed answers 304
+        sent = web.conditions(ctx.checkpoint(shown))
         get = partial(http.get, shown, headers=sent, auth=auth)
-        response = await polite(get, max_wait=ctx.options.max_retry_wait)
+        response = await web.polite(get, max_wait=ctx.options.max_retry_wait)
         ok = response.status_code == 200  # parsing is CPU work: off the event loop
         parsed = await anyio.to_thread.run_sync(_parse, response) if ok else None
     except Exception as exc:  # whatever breaks one feed is that feed's error alone
@@ -99,13 +97,12 @@ async def _feed(
     if not parsed.entries and (parsed.bozo or not parsed.get("version")):
         ctx.skip(shown, f"malformed feed: {parsed.get('bozo_exception') or 'not RSS or Atom'}")
         return
-    # Links are resolved against the final URL here: feedparser's would rewrite guids too.
-    info, base = parsed.feed, str(response.url)
-    link = absolute(base, info.get("link"))
+    info, base = parsed.feed, str(response.url)  # not feedparser's: it would rewrite guids
+    link = web.absolute(base, info.get("link"))
     feed = RSSFeed(url=shown, title=info.get("title"), link=link, description=info.get("subtitle"))
     yield feed
     entries, error = parsed.entries, parsed.get("bozo_exception")
-    if cut_off(error):  # the last entry is incomplete: left out, not imported in part
+    if web.cut_off(error):  # the last entry is incomplete: left out, not imported in part
         entries = entries[:-1]
         ctx.skip(shown, f"cut off: {error}: its last entry is left out")
     links = Counter(e.get("link") for e in entries if e.get("link") and not e.get("id"))
@@ -113,7 +110,7 @@ async def _feed(
         item = await _entry(ctx, shown, base, entry, alone=links[entry.get("link")] < 2)
         yield item
         yield Edge(item, "feed", feed)
-    yield Checkpoint(validators(response), stream=shown)
+    yield Checkpoint(web.validators(response), stream=shown)
 
 
 def _parse(response: httpx.Response) -> Any:
@@ -122,32 +119,26 @@ def _parse(response: httpx.Response) -> Any:
 
 
 async def _entry(ctx: RunContext[Any], feed: str, base: str, entry: Any, alone: bool) -> RSSEntry:
-    """The entry, known by its id (an RSS guid), else its link, else a hash of what it says.
-
-    A link other id-less entries share (a status page's items all link home) is hashed with
-    what each says; as a link comes to be shared or not, the first identity an entry had stays.
-    """
+    """The entry, known by its id (an RSS guid), else its link, else a hash of what it says."""
     item = RSSEntry(
         feedUrl=feed,
-        externalId=entry.get("id") or None,
         title=entry.get("title"),
-        link=absolute(base, entry.get("link")),
+        link=web.absolute(base, entry.get("link")),
         summary=entry.get("summary"),
         content=(entry.get("content") or [{}])[0].get("value"),
         author=entry.get("author"),
         datePublished=_millis(entry, "published_parsed"),
         dateUpdated=_millis(entry, "updated_parsed"),
     )
-    if item.externalId:
-        return item
-    link = entry.get("link")
+    # Id-less entries sharing a link are hashed with it; the Pod says which id an entry had.
+    link, known = entry.get("link"), partial(ctx.last_added, "RSSEntry", feedUrl=feed)
     said = "\x00".join(str(entry.get(key)) for key in ("title", "summary", "published"))
-    said = f"{link}\x00{said}" if link else said
-    item.externalId = hashed = hashlib.sha256(said.encode()).hexdigest()
-    known = partial(ctx.last_added, "RSSEntry", feedUrl=feed)
-    if link and alone:  # known by its link, unless first imported while the link was shared
+    hashed = hashlib.sha256((f"{link}\x00{said}" if link else said).encode()).hexdigest()
+    if entry.get("id") or not link:
+        item.externalId = entry.get("id") or hashed
+    elif alone:  # known by its link, unless first imported while the link was shared
         item.externalId = hashed if await known(externalId=hashed) else link
-    elif link:  # hashed, but the one first imported alone keeps its link if it says the same
+    else:  # hashed, but the one first imported alone keeps its link if it says the same
         first = await known(externalId=link) or {}
         same = all(first.get(k) == getattr(item, k) for k in ("title", "summary", "datePublished"))
         item.externalId = link if first and same else hashed
