@@ -35,7 +35,9 @@ class RSSEntry(Item):
     """A post: the same entry id in the same feed is one item, however often fetched."""
 
     key_fields = ("feedUrl", "externalId")
-    mutable_fields = frozenset({"title", "link", "summary", "content", "author", "dateUpdated"})
+    mutable_fields = frozenset(
+        {"title", "link", "summary", "content", "author", "dateUpdated", "enclosure"}
+    )
     clears_missing = True
 
     feedUrl: str | None = None
@@ -47,6 +49,7 @@ class RSSEntry(Item):
     author: str | None = None
     datePublished: DateTime | None = None
     dateUpdated: DateTime | None = None
+    enclosure: str | None = None  # the URL of its (first) media file: a podcast's audio
 
 
 class Options(BaseModel):
@@ -129,6 +132,7 @@ async def _entry(ctx: RunContext[Any], feed: str, base: str, entry: Any, alone: 
         author=entry.get("author"),
         datePublished=_millis(entry, "published_parsed"),
         dateUpdated=_millis(entry, "updated_parsed"),
+        enclosure=web.absolute(base, (entry.get("enclosures") or [{}])[0].get("href")),
     )
     # Id-less entries sharing a link are hashed with it; the Pod says which id an entry had.
     link, known = entry.get("link"), partial(ctx.last_added, "RSSEntry", feedUrl=feed)
