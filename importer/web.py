@@ -1,8 +1,9 @@
-"""For connectors that fetch over HTTP: polite retries, conditional GETs, safe URLs.
+"""For connectors that fetch over HTTP: polite retries, bounded bodies, conditional GETs.
 
 Every web connector needs these, and each is easy to get subtly wrong (a
 ``Retry-After`` date, a password logged with its URL, an ETag that cannot be
-sent back), so the SDK has them once: see docs/connectors.md.
+sent back, an answer that never ends), so the SDK has them once: see
+docs/connectors.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,52 @@ import httpx
 
 from .pod._retry import parse_retry_after
 
-__all__ = ["absolute", "conditions", "cut_off", "polite", "split_credentials", "validators"]
+__all__ = [
+    "MAX_BYTES",
+    "TooLarge",
+    "absolute",
+    "conditions",
+    "cut_off",
+    "get_capped",
+    "polite",
+    "split_credentials",
+    "validators",
+]
+
+
+class TooLarge(Exception):
+    """An answer's body is larger than the caller takes."""
+
+
+MAX_BYTES = 50 * 2**20
+"""The default cap of :func:`get_capped`: far over any feed or page a person subscribes to."""
+
+
+async def get_capped(
+    http: httpx.AsyncClient, url: str, *, max_bytes: int = MAX_BYTES, **kwargs: Any
+) -> httpx.Response:
+    """``http.get(url, **kwargs)``, its body read up to ``max_bytes`` (more: :class:`TooLarge`).
+
+    A URL that is no document (a podcast's audio, a live stream that never
+    ends) would be read whole into memory, or for ever.  The bytes counted are
+    the decoded ones: a small gzip of a huge body is stopped as well.
+    """
+    async with http.stream("GET", url, **kwargs) as response:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > max_bytes:
+                raise TooLarge(f"the answer is over {max_bytes} bytes")
+    encoded = (b"content-encoding", b"content-length")  # of the bytes before decoding
+    headers = [(k, v) for k, v in response.headers.raw if k.lower() not in encoded]  # as sent
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=bytes(body),
+        request=response.request,
+        history=response.history,
+        extensions=response.extensions,
+    )
 
 
 async def polite(

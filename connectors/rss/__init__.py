@@ -83,7 +83,7 @@ async def _feed(
     shown, auth = web.split_credentials(url)  # the feed's URL in the Pod and logs: no password
     try:  # the checkpoint is the headers of a conditional GET: unchanged, a feed answers 304
         sent = web.conditions(ctx.checkpoint(shown))
-        get = partial(http.get, shown, headers=sent, auth=auth)
+        get = partial(web.get_capped, http, shown, headers=sent, auth=auth)
         response = await web.polite(get, max_wait=ctx.options.max_retry_wait)
         ok = response.status_code == 200  # parsing is CPU work: off the event loop
         parsed = await anyio.to_thread.run_sync(_parse, response) if ok else None

@@ -1,7 +1,8 @@
 """A real HTTP server on 127.0.0.1 that serves feeds whose content a test controls.
 
 It answers conditional GETs with 304, can be told to answer 429/503 first, to
-be slow, and records every request it saw (headers included).
+be slow or to stream without end, and records every request it saw
+(headers included).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Resource:
     before: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     """Answers used up, one per request, before the body is served: ``[(503, headers)]``."""
     delay: float = 0.0
+    endless: bool = False
+    """The body is sent again and again until the client hangs up (a live audio stream)."""
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,18 @@ def _handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             headers = {name.lower(): value for name, value in self.headers.items()}
             status, out, body = server.answer(self.path, headers)
+            resource = server.resources.get(self.path)
+            endless = status == 200 and resource is not None and resource.endless
             try:
                 self.send_response(status)
                 for name, value in out.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
+                if not endless:  # else the body ends when the connection does (HTTP/1.0)
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                while endless:
+                    self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test)
 

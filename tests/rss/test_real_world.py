@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from connectors.rss import RSSFeed, connector
 from importer.testing import local_pod, run_connector, snapshot
+from importer.web import MAX_BYTES
 
 from .feedserver import Resource, feed_server, rss
 
@@ -38,3 +41,25 @@ async def test_a_podcast_episode_keeps_the_url_of_its_audio(tmp_path: Path) -> N
 
     assert first["enclosure"] == server.url("/audio/1.mp3")  # relative: made absolute
     assert moved["enclosure"] == "https://cdn.example/1.mp3"
+
+
+async def test_an_answer_without_end_is_given_up_and_the_other_feeds_import(
+    tmp_path: Path,
+) -> None:
+    # A "feed" that is a live audio stream: read whole, it would never end.
+    with feed_server() as server:
+        server.resources["/live.mp3"] = Resource(b"\xff\xfb" * 8192, "audio/mpeg", endless=True)
+        server.resources["/fine.xml"] = Resource(rss("Fine", [{"guid": "1", "title": "One"}]))
+        live, fine = server.url("/live.mp3"), server.url("/fine.xml")
+        async with local_pod(tmp_path / "pod") as pod:
+            with anyio.fail_after(20):
+                result = await run_connector(
+                    connector, {"feeds": [live, fine]}, client=pod, data_dir=tmp_path
+                )
+            snap = await snapshot(pod)
+
+    assert result.error is None
+    assert [(s.ref, s.reason) for s in result.skipped] == [
+        (live, f"failed: TooLarge: the answer is over {MAX_BYTES} bytes")
+    ]
+    assert [e["title"] for e in _entries(snap, fine).values()] == ["One"]
