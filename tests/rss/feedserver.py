@@ -1,8 +1,8 @@
 """A real HTTP server on 127.0.0.1 that serves feeds whose content a test controls.
 
 It answers conditional GETs with 304, can be told to answer 429/503 first, to
-be slow or to stream without end, and records every request it saw
-(headers included).
+be slow, to redirect every request or to stream without end, and records
+every request it saw (headers included).
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ class Resource:
     before: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     """Answers used up, one per request, before the body is served: ``[(503, headers)]``."""
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    """More headers for the body's answer: ``{"Content-Encoding": "gzip"}``."""
+    moved: tuple[int, str] | None = None
+    """Every request answered with this redirect and no body: ``(301, "/new.xml")``."""
     endless: bool = False
     """The body is sent again and again until the client hangs up (a live audio stream)."""
 
@@ -66,6 +70,9 @@ class FeedServer:
             out: dict[str, str] = {}
             if resource is None:
                 status, body = 404, b"not found"
+            elif resource.moved:
+                status, body = resource.moved[0], b""
+                out = {"Location": resource.moved[1]}
             elif resource.before:
                 status, out = resource.before.pop(0)
                 body = b""
@@ -73,7 +80,7 @@ class FeedServer:
                 status, body = 304, b""
             else:
                 status, body = 200, resource.body
-                out = {"Content-Type": resource.content_type}
+                out = {"Content-Type": resource.content_type, **resource.headers}
                 if resource.etag:
                     out["ETag"] = resource.etag
                 if resource.last_modified:

@@ -1,7 +1,8 @@
-"""Feeds as they come in the wild."""
+"""Feeds as they come in the wild: podcasts, compressed, moved, or no feed at all."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,33 @@ async def test_an_answer_without_end_is_given_up_and_the_other_feeds_import(
         (live, f"failed: TooLarge: the answer is over {MAX_BYTES} bytes")
     ]
     assert [e["title"] for e in _entries(snap, fine).values()] == ["One"]
+
+
+async def test_compressed_and_permanently_moved_feeds_import_every_run(tmp_path: Path) -> None:
+    items = [{"guid": "1", "title": "One"}]
+    with feed_server() as server:
+        zipped = gzip.compress(rss("Zipped", items))
+        gzipped = {"Content-Encoding": "gzip"}
+        server.resources["/zipped.xml"] = Resource(zipped, headers=gzipped, etag='"z1"')
+        server.resources["/old.xml"] = Resource(b"", moved=(301, "/new.xml"))
+        server.resources["/older.xml"] = Resource(b"", moved=(308, "/new.xml"))
+        server.resources["/new.xml"] = Resource(rss("Moved", items), etag='"m1"')
+        feeds = [server.url(path) for path in ("/zipped.xml", "/old.xml", "/older.xml")]
+        async with local_pod(tmp_path / "pod") as pod:
+            first = await run_connector(connector, {"feeds": feeds}, client=pod, data_dir=tmp_path)
+            assert first.error is None and first.skip_count == 0
+            items.append({"guid": "2", "title": "Two"})
+            zipped = gzip.compress(rss("Zipped", items))
+            server.resources["/zipped.xml"] = Resource(zipped, headers=gzipped, etag='"z2"')
+            server.resources["/new.xml"] = Resource(rss("Moved", items), etag='"m2"')
+            again = await run_connector(connector, {"feeds": feeds}, client=pod, data_dir=tmp_path)
+            assert again.error is None and again.skip_count == 0
+            same = await run_connector(connector, {"feeds": feeds}, client=pod, data_dir=tmp_path)
+            snap = await snapshot(pod)
+        moved = [(r.status, r.headers.get("if-none-match")) for r in server.seen("/new.xml")]
+
+    assert (first.stats.created, again.stats.created, same.stats.created) == (6, 3, 0)
+    # Each run follows the redirect, conditionally: the configured URL stays the feed's id.
+    assert moved == [(200, None)] * 2 + [(200, '"m1"')] * 2 + [(304, '"m2"')] * 2
+    for url in feeds:
+        assert sorted(e["title"] for e in _entries(snap, url).values()) == ["One", "Two"]
