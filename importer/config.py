@@ -8,6 +8,7 @@ read from here directly: the file names where they come from
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,15 @@ def format_validation_error(error: ValidationError, source: str, prefix: str = "
         elif problem["type"] == "missing":
             message = "required key is missing"
         elif "input" in problem and problem["type"] not in ("missing",):
-            shown = repr(problem["input"])
+            shown = _URL_PASSWORD.sub(r"\1:***@", repr(problem["input"]))
             if len(shown) <= 60 and not _looks_secret(key):
                 message = f"{message} (got {shown})"
         lines.append(f"{source}: {key or '(top level)'}: {message}")
     return "\n".join(lines)
+
+
+_URL_PASSWORD = re.compile(r"(://[^/@\s:]*):[^/@\s]*@")
+"""The password of a URL's ``user:password@``: never echoed in an error."""
 
 
 def _looks_secret(key: str) -> bool:

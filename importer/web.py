@@ -9,18 +9,20 @@ docs/connectors.md.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urljoin
 from xml.parsers.expat import errors
 from xml.sax import SAXParseException
 
 import anyio
 import httpx
+from pydantic import AfterValidator
 
 from .pod._retry import parse_retry_after
 
 __all__ = [
     "MAX_BYTES",
+    "HttpURL",
     "TooLarge",
     "absolute",
     "conditions",
@@ -83,6 +85,21 @@ async def polite(
         await anyio.sleep(min(1.0 if wait is None else wait, max_wait))
         response = await send()
     return response
+
+
+def check_http_url(url: str) -> str:
+    """``url`` if it is an http(s) address with a host; a config error names the key."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        raise ValueError("not a valid URL") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return url
+
+
+HttpURL = Annotated[str, AfterValidator(check_http_url)]
+"""An option holding a web address: checked when the config is read, not at the first fetch."""
 
 
 def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:

@@ -53,7 +53,7 @@ class RSSEntry(Item):
 
 
 class Options(BaseModel):
-    feeds: list[str]
+    feeds: list[web.HttpURL]
     timeout: float = 30.0
     user_agent: str = "importer-rss/0.1"
     max_retry_wait: float = 60.0  # seconds: the longest pause a Retry-After can impose

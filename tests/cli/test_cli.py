@@ -158,6 +158,20 @@ def test_bad_config_names_file_key_and_problem(tmp_path: Path, config: str, expe
     assert "Traceback" not in done.stderr
 
 
+def test_a_feed_that_is_not_a_web_address_is_a_config_error(tmp_path: Path) -> None:
+    path = config_file(tmp_path)
+    path.write_text(
+        '[accounts.news]\nconnector = "rss"\n'
+        'feeds = ["https://example.org/feed.xml", "notaurl", "ftp://ann:hunter2@example.org/f"]\n'
+    )
+    done = importer("run", "rss", tmp_path=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"{path}: accounts.news.feeds.1: Value error, must be an http" in done.stderr
+    assert f"{path}: accounts.news.feeds.2: Value error, must be an http" in done.stderr
+    assert "ftp://ann:***@example.org/f" in done.stderr and "hunter2" not in done.stderr
+    assert "feeds.0" not in done.stderr and "Traceback" not in done.stderr
+
+
 def test_unknown_connector_and_account(tmp_path: Path) -> None:
     done = importer("run", "nosuch", tmp_path=tmp_path)
     assert done.returncode == 2 and "no connector named 'nosuch'" in done.stderr
