@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ._credentials import BINDING, CREDENTIALS, owner_of, place_of_config
 from .config import Config, ConfigError, format_validation_error
 from .connector import Connector, load_connector
 from .model import derive_id
@@ -39,8 +40,6 @@ __all__ = [
     "remove_account",
     "run_target",
 ]
-
-_CREDENTIALS = ("secret", "accessToken", "refreshToken")
 
 
 class AccountError(Exception):
@@ -181,7 +180,11 @@ async def add_account(
     raw_options: dict[str, Any],
     secret: str | None,
 ) -> RunTarget:
-    """Create (or update) the Account and its Importer; the secret goes on the Account only."""
+    """Create (or update) the Account and its Importer; the secret goes on the Account only.
+
+    The secret is bound (``credentialsFor``) to the server and login the
+    options name; tokens the Account kept for another place are erased with it.
+    """
     options = _options(connector, name, raw_options)
     account = connector.account(options, name)
     if account.isMe is None:
@@ -204,13 +207,17 @@ async def add_account(
     _refuse_replacing(importer_found, name, account, connector)
     create: list[dict[str, Any]] = []
     update: list[dict[str, Any]] = []
+    place = connector.credentials_for(options)
     if account_found:
         if secret is not None:
-            update.append({"id": account_id, "secret": secret})
+            stored = _stored_secret(account_found[0], importer_found, connector, secret, place)
+            update.append(stored)
     else:
         item = account.to_pod()
         if secret is not None:
             item["secret"] = secret
+            if place is not None:
+                item[BINDING] = place
         create.append(item)
     edges = [{"_source": importer_id, "_name": "account", "_target": account_id}]
     if importer_found:
@@ -224,6 +231,21 @@ async def add_account(
         create_items=create or None, update_items=update or None, create_edges=edges or None
     )
     return RunTarget(name, options, account, importer_id)
+
+
+def _stored_secret(
+    account: dict[str, Any],
+    importers: list[dict[str, Any]],
+    connector: Connector[Any],
+    secret: str,
+    place: str | None,
+) -> dict[str, Any]:
+    """The Account update that stores ``secret`` for ``place``."""
+    config = next((i.get("config") for i in importers if not i.get("deleted")), None)
+    update = {"id": account["id"], "secret": secret, BINDING: place}
+    if owner_of(account, place_of_config(connector, config)) != place:
+        update.update(accessToken=None, refreshToken=None)
+    return update
 
 
 def _refuse_replacing(
@@ -302,7 +324,7 @@ async def remove_account(client: PodClient, name: str) -> str:
     await client.delete_item(importer["id"])
     account = await _edge_target(client, importer["id"], "account", Account.item_type)
     erased = ""
-    if account is not None and any(account.get(k) for k in _CREDENTIALS):
+    if account is not None and any(account.get(k) for k in CREDENTIALS):
         others = [
             other
             for other in await client.search(
@@ -311,7 +333,8 @@ async def remove_account(client: PodClient, name: str) -> str:
             if other["id"] != importer["id"]
         ]
         if not others:
-            await client.update_item({"id": account["id"], **dict.fromkeys(_CREDENTIALS)})
+            erase = dict.fromkeys((*CREDENTIALS, BINDING))
+            await client.update_item({"id": account["id"], **erase})
             erased = "; its stored credentials are erased"
     return (
         f"removed account {name!r} (its Importer item is deleted{erased}); "

@@ -51,6 +51,16 @@ class Connector(Generic[OptionsT]):
 
         return Account(service=self.name, handle=account_name)
 
+    def credentials_for(self, options: OptionsT) -> str | None:
+        """The server and login these options send the Account's stored credentials to.
+
+        The engine hands a run the Account's ``secret`` and tokens only when
+        they were stored for this place, so that accounts sharing an Account
+        item never send each other's password.  None (the default): the
+        options send none anywhere, and the Account is handed over as it is.
+        """
+        return None
+
     def fetch(self, ctx: RunContext[OptionsT]) -> Iterator[Record] | AsyncIterator[Record]:
         raise NotImplementedError
 

@@ -42,6 +42,9 @@ class Account(Item):
     secret: str | None = None
     accessToken: str | None = None
     refreshToken: str | None = None
+    credentialsFor: str | None = None
+    """Where ``secret`` and the tokens may be sent: the connector's name for the server
+    and login they were stored for (email: ``imap://<login>@<host>:<port>``)."""
     importerState: str | None = None
     """JSON: ``{connector: {stream: state}}``, written by the engine only."""
 

@@ -33,6 +33,14 @@ class EmailConnector(Connector[EmailOptions]):
             isMe=True,
         )
 
+    def credentials_for(self, options: EmailOptions) -> str | None:
+        """IMAP: the mailbox URL (server, port and login); local files send nothing."""
+        if options.source != "imap":
+            return None
+        from ._imap_streams import mailbox_url
+
+        return mailbox_url(options)
+
     def needs_secret(self, options: EmailOptions) -> bool:
         """Whether the Account item must hold the password (``importer account add``)."""
         return options.needs_password()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import LoginError
 
+from ._imap_streams import mailbox_url
 from .options import KEYRING_SERVICE
 
 if TYPE_CHECKING:
@@ -94,9 +95,10 @@ class ImapSession:
     def open(self) -> None:
         """Connect and log in; transient network errors are raised as they are."""
         self.close()
+        secret = self._secret()  # before connecting: no password, no connection
         client = self._open_transport()
         try:
-            self._login(client)
+            self._login(client, secret)
             client.normalise_times = False  # keep INTERNALDATE's timezone
             self.condstore = False
             if client.has_capability("CONDSTORE") and client.has_capability("ENABLE"):
@@ -186,23 +188,8 @@ class ImapSession:
         if self._credential is None:
             options = self._ctx.options
             if options.auth == "xoauth2":
-                token = self._ctx.account.accessToken
-                if not token:
-                    raise EmailAuthError(
-                        f'{self._prefix()}: auth = "xoauth2" needs an access token on the '
-                        "account, and none is set"
-                    )
-                self._credential = token
-            elif not options.has_password_source() and self._ctx.account.secret:
-                # No source in the options: the password kept on the Account
-                # item (a Pod starting the importer, ``importer account add``).
-                self._credential = self._ctx.account.secret
-            elif not options.has_password_source():
-                raise EmailError(
-                    f"{self._prefix()}: no password: set password_env, password_command or "
-                    "password_keyring, or store it as the Account's secret (importer account add)"
-                )
-            else:
+                self._credential = self._stored("access token")
+            elif options.has_password_source():
                 self._credential = self._ctx.secret(
                     what=self._prefix(),
                     env=options.password_env,
@@ -210,10 +197,45 @@ class ImapSession:
                     keyring_service=KEYRING_SERVICE if options.password_keyring else None,
                     keyring_user=self.username,
                 )
+            else:
+                # No source in the options: the password kept on the Account
+                # item (a Pod starting the importer, ``importer account add``).
+                self._credential = self._stored("password")
         return self._credential
 
-    def _login(self, client: IMAPClient) -> None:
-        secret = self._secret()
+    def _stored(self, what: str) -> str:
+        """The Account's password or token, if it was stored for this very mailbox.
+
+        Accounts sharing an owner address share the Account item: what one
+        of them stored must never reach another's server or login.
+        """
+        account = self._ctx.account
+        bound = account.credentialsFor
+        if bound is not None and bound != mailbox_url(self._ctx.options):
+            remedy = (
+                'auth = "xoauth2" needs a token stored for this mailbox'
+                if what == "access token"
+                else "set password_env, password_command or password_keyring for this account"
+            )
+            raise EmailAuthError(
+                f"{self._prefix()}: no {what} for {self.username} at {self.host}:{self.port}: "
+                f"the one stored on the Account item is for another mailbox ({bound}) and is "
+                f"only ever sent there; {remedy}"
+            )
+        value = account.accessToken if what == "access token" else account.secret
+        if value:
+            return value
+        if what == "access token":
+            raise EmailAuthError(
+                f'{self._prefix()}: auth = "xoauth2" needs an access token on the '
+                "account, and none is set"
+            )
+        raise EmailError(
+            f"{self._prefix()}: no password: set password_env, password_command or "
+            "password_keyring, or store it as the Account's secret (importer account add)"
+        )
+
+    def _login(self, client: IMAPClient, secret: str) -> None:
         try:
             if self._ctx.options.auth == "xoauth2":
                 client.oauth2_login(self.username, secret)

@@ -3,7 +3,8 @@
 Passwords never live in the options: they come from a command, an environment
 variable or the OS keyring, so a config file can be shared and logged safely.
 With none of those given, the password is the Account item's ``secret``
-(where a Pod, or ``importer account add``, keeps it).
+(where a Pod, or ``importer account add``, keeps it), if it was stored for
+this very server and login.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel
 
+from .._credentials import BINDING, grant, place_of_config
 from ..connector import Connector
 from ..context import RunContext, SkippedRecord
 from ..model import Item
@@ -239,6 +240,9 @@ class _Run:
         self.run_id: str | None = run_id
         self.given_run = run_id is not None
         self.given_importer = importer_id
+        self.importer_config: Any = None
+        """The ``config`` of the Account's Importer item, when it has one."""
+        self.place = connector.credentials_for(options)
         self.declared: set[type[Item]] = set()
 
     # -- set-up --------------------------------------------------------------
@@ -259,6 +263,8 @@ class _Run:
         importer_id = importer.ensure_id()
         found = await self.client.bulk(search=[{"id": self.account_id}, {"id": importer_id}])
         acc_found, imp_found = found.search_results
+        if imp_found and not imp_found[0].get("deleted"):
+            self.importer_config = imp_found[0].get("config")
         create: list[dict[str, Any]] = []
         if not acc_found:
             create.append(self.account.to_pod())
@@ -369,7 +375,7 @@ class _Run:
         await _declare_schema(self.client, [*CENTRAL_TYPES, *self.connector.item_types])
         self.declared.update(CENTRAL_TYPES)
         self.declared.update(self.connector.item_types)
-        account_item = await self._ensure_account()
+        account_item = await self._credentials(await self._ensure_account())
         state_json = account_item.get("importerState") or "{}"
         try:
             state = json.loads(state_json)
@@ -423,6 +429,17 @@ class _Run:
             retries=int(getattr(self.client, "retry_count", 0)),
             dry_run=self.dry_run,
         )
+
+    async def _credentials(self, account_item: dict[str, Any]) -> dict[str, Any]:
+        """The Account with only the credentials stored for where this run sends them."""
+        if self.given_importer is not None:
+            legacy_place = self.place  # the options are that Importer's config
+        else:
+            legacy_place = place_of_config(self.connector, self.importer_config)
+        granted = grant(account_item, self.place, legacy_place)
+        if granted.record is not None and not self.dry_run:
+            await self.client.update_item({"id": self.account_id, BINDING: granted.record})
+        return granted.account
 
     async def _store_account(self, props: dict[str, Any]) -> None:
         """A connector keeps refreshed tokens on its Account (``ctx.store_account``)."""

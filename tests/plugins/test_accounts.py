@@ -6,10 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.cli.test_cli import importer, search
+from tests.cli.test_cli import config_file, importer, search
 from tests.email.dovecot import PASSWORD, DovecotServer
 
-from .conftest import SAMPLE
+from .conftest import SAMPLE, assert_absent
 
 PW_ENV = "IMPORTER_TEST_ACCOUNT_SECRET"
 
@@ -141,3 +141,57 @@ def test_a_second_account_of_one_address_does_not_replace_the_first(
     assert ran.returncode == 0, ran.stderr
     subjects = sorted(str(m["subject"]) for m in search(tmp_path, "--type", "EmailMessage"))
     assert subjects == sorted([personal, work])
+
+
+def test_a_stored_password_never_goes_to_another_login_of_the_address(
+    tmp_path: Path, dovecot: DovecotServer
+) -> None:
+    home, work = dovecot.add_user(), dovecot.add_user()
+    for user in (home, work):
+        dovecot.append(
+            user, "INBOX", [f"Message-ID: <{user}@t>\r\nSubject: {user}\r\n\r\nhi\r\n".encode()]
+        )
+    added = importer(
+        "account", "add", "email", "home", "-o", "source=imap", "-o", f"host={dovecot.host}",
+        "-o", f"port={dovecot.port}", "-o", "security=none", "-o", f"username={home}",
+        "-o", "address=sam@shared.test", "--secret-env", PW_ENV,
+        tmp_path=tmp_path, env={PW_ENV: PASSWORD},
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    # Another login of the same address in the config file, with no password
+    # source of its own: the password stored for 'home' is not its to send.
+    work_section = (
+        f'[accounts.work]\nconnector = "email"\nsource = "imap"\nhost = "{dovecot.host}"\n'
+        f'port = {dovecot.port}\nsecurity = "none"\nusername = "{work}"\n'
+        'address = "sam@shared.test"\n'
+    )
+    config_file(tmp_path).write_text(work_section)
+    log_before = dovecot.log_text()
+
+    refused = importer("run", "email", "--account", "work", tmp_path=tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"account work: no password for {work} at {dovecot.host}:{dovecot.port}" in (
+        refused.stdout
+    )
+    assert "set password_env, password_command or password_keyring" in refused.stdout
+    assert f"user=<{work}>" not in dovecot.log_text()[len(log_before) :]
+    assert not search(tmp_path, "--type", "EmailMessage")
+    [failed] = search(tmp_path, "--type", "ImporterRun")
+    assert failed["status"] == "failed" and "another mailbox" in str(failed["error"])
+
+    ran = importer("run", "email", "--account", "home", tmp_path=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert [m["subject"] for m in search(tmp_path, "--type", "EmailMessage")] == [home]
+    [owner] = [i for i in search(tmp_path, "--type", "Account") if i.get("secret")]
+    assert owner["credentialsFor"] == f"imap://{home}@{dovecot.host}:{dovecot.port}"
+
+    # Given its own password source, the work login imports as before.
+    config_file(tmp_path).write_text(work_section + f'password_env = "{PW_ENV}"\n')
+    own = importer("run", "email", "--account", "work", tmp_path=tmp_path, env={PW_ENV: PASSWORD})
+    assert own.returncode == 0, own.stderr
+    assert f"user=<{work}>" in dovecot.log_text()[len(log_before) :]  # logins are logged
+    subjects = sorted(str(m["subject"]) for m in search(tmp_path, "--type", "EmailMessage"))
+    assert subjects == sorted([home, work])
+    others = json.dumps([i for i in search(tmp_path) if i["id"] != owner["id"]])
+    outputs = [p.stdout + p.stderr for p in (added, refused, ran, own)]
+    assert_absent([PASSWORD], others, *outputs)

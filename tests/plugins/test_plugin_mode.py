@@ -75,6 +75,8 @@ def test_imap_password_comes_from_the_account_item(
     items = [i for i in pod.all_items() if i["id"] != account_id]
     assert_absent([PASSWORD, *given], done.stdout, done.stderr, json.dumps(items), json.dumps(run))
     assert pod.item(account_id)["secret"] == PASSWORD
+    # The Pod wrote no binding: the first run recorded the mailbox of its Importer's config.
+    assert pod.item(account_id)["credentialsFor"] == f"imap://{user}@{dovecot.host}:{dovecot.port}"
 
 
 def test_wrong_password_fails_the_run_clearly(
