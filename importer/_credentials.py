@@ -43,6 +43,8 @@ class Grant:
 
     account: dict[str, Any]
     record: str | None = None
+    granted: bool = True
+    """False: the Account holds credentials for another place, withheld from this run."""
 
 
 def has_credentials(account: dict[str, Any]) -> bool:
@@ -80,4 +82,4 @@ def grant(account: dict[str, Any], place: str | None, legacy_place: str | None) 
     if owner == place:
         return Grant({**account, BINDING: place}, None if account.get(BINDING) else place)
     withheld = {**account, **dict.fromkeys(CREDENTIALS), BINDING: owner}
-    return Grant(withheld)
+    return Grant(withheld, granted=False)

@@ -21,7 +21,9 @@ __all__ = ["InteractionRequired", "RunContext", "SkippedRecord"]
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
-_NOT_STORABLE = frozenset({"id", "type", "importerState", "dateCreated", "dateServerModified"})
+_NOT_STORABLE = frozenset(
+    {"id", "type", "importerState", "credentialsFor", "dateCreated", "dateServerModified"}
+)
 
 
 class InteractionRequired(Exception):
@@ -136,8 +138,9 @@ class RunContext(Generic[OptionsT]):
 
         ``await ctx.store_account(accessToken=..., refreshToken=...)``; sync
         ``fetch`` generators call :meth:`store_account_blocking`.  The values
-        also replace those of ``ctx.account`` at once.  ``importerState`` is
-        the engine's and can't be written here.
+        also replace those of ``ctx.account`` at once.  ``importerState`` and
+        ``credentialsFor`` are the engine's and can't be written here; the
+        engine binds stored credentials to where this run sends them.
         """
         update = self._account_update(props)
         if self._store_account is None:

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel
 
-from .._credentials import BINDING, grant, place_of_config
+from .._credentials import BINDING, CREDENTIALS, grant, place_of_config
 from ..connector import Connector
 from ..context import RunContext, SkippedRecord
 from ..model import Item
@@ -243,6 +243,7 @@ class _Run:
         self.importer_config: Any = None
         """The ``config`` of the Account's Importer item, when it has one."""
         self.place = connector.credentials_for(options)
+        self.may_store_credentials = True
         self.declared: set[type[Item]] = set()
 
     # -- set-up --------------------------------------------------------------
@@ -437,12 +438,25 @@ class _Run:
         else:
             legacy_place = place_of_config(self.connector, self.importer_config)
         granted = grant(account_item, self.place, legacy_place)
+        self.may_store_credentials = granted.granted
         if granted.record is not None and not self.dry_run:
             await self.client.update_item({"id": self.account_id, BINDING: granted.record})
         return granted.account
 
     async def _store_account(self, props: dict[str, Any]) -> None:
-        """A connector keeps refreshed tokens on its Account (``ctx.store_account``)."""
+        """A connector keeps refreshed tokens on its Account (``ctx.store_account``).
+
+        They are bound to where this run sends them; an Account that keeps
+        another place's credentials is left alone (one set per Account item).
+        """
+        if self.place is not None and any(key in props for key in CREDENTIALS):
+            if not self.may_store_credentials:
+                raise ImportFailed(
+                    f"account {self.account_name}: the Account item keeps the credentials of "
+                    "another account of this address (one set per Account), so these were not "
+                    "stored; remove that account first ('importer account remove')"
+                )
+            props = {**props, BINDING: self.place}
         if not self.dry_run:
             await self.client.update_item({"id": self.account_id, **props})
 

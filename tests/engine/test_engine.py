@@ -8,10 +8,13 @@ from typing import Any
 
 import anyio
 import pytest
+from pydantic import BaseModel
 
-from importer import Checkpoint, Record, Update
+from importer import Checkpoint, Connector, Record, Update
+from importer.context import RunContext
 from importer.engine import EngineSettings, RunLocked
 from importer.model import derive_id
+from importer.schema import Account
 from importer.testing import check_connector, local_pod, run_connector, snapshot
 
 from .connectors import (
@@ -326,6 +329,62 @@ async def test_connector_stores_refreshed_tokens_on_its_account(tmp_path: Path) 
     assert account["accessToken"] == "fresh-token"
     assert account["refreshToken"] == "next-refresh"
     assert "fresh-token" not in result.summary()
+
+
+class ServerOptions(BaseModel):
+    server: str
+
+
+class TokenKeeper(Connector[ServerOptions]):
+    """Every server's account shares one Account item, as logins of one address do."""
+
+    name = "tokens"
+    options_model = ServerOptions
+    item_types = (Note,)
+
+    def __init__(self) -> None:
+        self.seen: list[str | None] = []
+
+    def account(self, options: ServerOptions, account_name: str) -> Account:
+        return Account(service="tokens", handle="me@example.test")
+
+    def credentials_for(self, options: ServerOptions) -> str | None:
+        return f"tokens://{options.server}"
+
+    def fetch(self, ctx: RunContext[ServerOptions]) -> Any:
+        self.seen.append(ctx.account.accessToken)
+        ctx.store_account_blocking(accessToken=f"token-of-{ctx.options.server}")
+        yield Note(externalId=ctx.options.server)
+
+
+async def test_stored_tokens_are_bound_to_the_place_they_were_stored_for(tmp_path: Path) -> None:
+    keeper = TokenKeeper()
+    async with local_pod(tmp_path / "pod") as pod:
+
+        async def run(server: str) -> Any:
+            opts = {"server": server}
+            return await run_connector(keeper, opts, client=pod, data_dir=tmp_path)
+
+        first = await run("a")
+        assert first.error is None, first.error
+        account = await pod.get_item(first.account_id)
+        assert account is not None
+        assert (account["accessToken"], account["credentialsFor"]) == ("token-of-a", "tokens://a")
+
+        other = await run("b")
+        assert other.error is not None and "credentials of another account" in other.error
+        assert "token-of-a" not in other.error
+        again = await run("a")
+        assert again.error is None, again.error
+        # Server b was never handed a's token, and could not replace it.
+        assert keeper.seen == [None, None, "token-of-a"]
+        account = await pod.get_item(first.account_id)
+        assert account is not None and account["accessToken"] == "token-of-a"
+        with pytest.raises(ValueError, match="credentialsFor"):
+            await RunContext(
+                options=ServerOptions(server="a"), account=Account(), account_name="a",
+                connector_name="tokens",
+            ).store_account(credentialsFor="tokens://b")  # fmt: skip
 
 
 async def test_checkpoints_are_written_while_a_source_streams(tmp_path: Path) -> None:
