@@ -18,7 +18,7 @@ from email.message import Message
 from email.parser import BytesParser
 
 from ._headers import decode_words, header_text
-from ._text import clean_text, decode_bytes
+from ._text import clean_text, decode_bytes, decode_raw
 
 __all__ = ["Attachment", "Body", "split_body"]
 
@@ -59,14 +59,16 @@ def _decoded_params(part: Message) -> Message:
     """``part``, or a copy of its parameter fields with their 8-bit bytes decoded.
 
     The parser hands a field with 8-bit bytes on with each of them as U+FFFD;
-    unencoded UTF-8 (RFC 6532) or legacy-charset filenames are common.
+    unencoded UTF-8 (RFC 6532) or legacy-charset filenames are common, and so
+    are raw ISO-2022-JP ones (decoded before the parameters are split: their
+    bytes may hold quotes and semicolons).
     """
     fields = [(k, v) for k, v in part.raw_items() if k.lower() in _PARAM_HEADERS]
-    if all(not isinstance(v, str) or v.isascii() for _, v in fields):
+    if all(not isinstance(v, str) or (v.isascii() and "\x1b" not in v) for _, v in fields):
         return part
     decoded = Message()
     for key, value in fields:
-        decoded[key] = clean_text(value) if isinstance(value, str) else value
+        decoded[key] = clean_text(decode_raw(value)) if isinstance(value, str) else value
     return decoded
 
 

@@ -18,7 +18,7 @@ from email.header import decode_header
 from email.message import Message
 from itertools import groupby
 
-from ._text import charset_codec, clean_text, decode_bytes
+from ._text import charset_codec, clean_text, decode_bytes, decode_raw
 
 __all__ = [
     "Mailbox",
@@ -59,7 +59,7 @@ def raw_headers(msg: Message, name: str) -> list[str]:
         if key.lower() != wanted:
             continue
         text = value if isinstance(value, str) else str(value)
-        text = _FOLD.sub(" ", clean_text(text[:_MAX_HEADER])).strip()
+        text = _FOLD.sub(" ", clean_text(decode_raw(text[:_MAX_HEADER]))).strip()
         values.append(text)
     return values
 
@@ -88,6 +88,8 @@ def _stdlib_decodes(data: bytes, label: str) -> bool:
     try:
         if codec is None or codecs.lookup(label).name != codec:
             return False
+        if b"\x1b" in data and not codec.startswith("iso2022"):
+            return False  # ISO-2022 text under another label
         data.decode(codec)
     except (ValueError, LookupError):
         return False

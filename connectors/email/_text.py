@@ -5,7 +5,9 @@ from __future__ import annotations
 import codecs
 import re
 
-__all__ = ["charset_codec", "clean_text", "decode_bytes", "fix_surrogates"]
+from . import _iso2022
+
+__all__ = ["charset_codec", "clean_text", "decode_bytes", "decode_raw", "fix_surrogates"]
 
 _CHARSET_ALIASES = {
     "unknown-8bit": None,
@@ -20,7 +22,17 @@ _CHARSET_ALIASES = {
     "iso-8859-8-i": "iso-8859-8",
     "windows-874": "cp874",
     "x-mac-roman": "mac-roman",
+    "windows-31j": "cp932",
+    "x-sjis": "cp932",
+    "cp50220": _iso2022.CODEC,
+    "cp50221": _iso2022.CODEC,
+    "cp50222": _iso2022.CODEC,
+    "iso-2022-jp-ms": _iso2022.CODEC,
 }
+_ISO2022_ESCAPE = re.compile(rb"\x1b(?:\$[@AB(]|\$\)C|\([BIJ]|\)I)")
+"""A designation of ISO-2022 (JP, JP-2, KR): 7-bit text that no other charset reads."""
+_ISO2022_CODECS = ("iso2022_jp", "iso2022_jp_2", "iso2022_jp_ext", "iso2022_kr", _iso2022.CODEC)
+_SHIFTS = re.compile("[\x0e\x0f\x1b]")
 _SURROGATES = re.compile("[\ud800-\udfff]+")
 _CONTROL_BYTES = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 """C0 controls but tab, newline and carriage return, and DEL."""
@@ -48,12 +60,18 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     loses only those bytes (U+FFFD): re-reading it all as cp1252 would garble
     every other non-ASCII character.  So does text in another declared
     charset (GB18030, Shift_JIS...) that mostly decodes in it.  The last
-    fallback never fails.
+    fallback never fails.  Text holding ISO-2022 escape sequences is read as
+    ISO-2022 first, whatever the label: it is 7-bit, so every other charset
+    "reads" it, escapes and all.
     """
     declared = charset_codec(charset)
+    if b"\x1b" in data:
+        iso2022 = _iso2022_text(data, declared)
+        if iso2022 is not None:
+            return iso2022
     if declared is not None:
         try:
-            return data.decode(declared)
+            return _decode(data, declared)
         except (ValueError, LookupError):
             pass
     if declared != "utf-8":
@@ -66,7 +84,7 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
         return text
     if declared not in (None, "utf-8", "ascii"):  # ASCII decodes no character worth keeping
         try:
-            text = data.decode(declared, "replace")
+            text = _decode(data, declared, "replace")
         except LookupError:
             pass
         else:
@@ -76,6 +94,39 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
         return data.decode("cp1252")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def _decode(data: bytes, codec: str, errors: str = "strict") -> str:
+    if codec != _iso2022.CODEC:
+        return data.decode(codec, errors)
+    try:
+        return _iso2022.decode(data)
+    except ValueError:
+        if errors == "strict":
+            raise
+        return data.decode("iso2022_jp", errors)
+
+
+def _iso2022_text(data: bytes, declared: str | None) -> str | None:
+    """``data`` read as the ISO-2022 variant whose escapes it holds, whatever was declared.
+
+    Its escapes would otherwise be dropped as control characters, leaving
+    ``$B...(B`` debris.  Only strict decodes without a stray shift or escape
+    left count; then one with the few broken characters replaced, if that
+    keeps any.
+    """
+    if not _ISO2022_ESCAPE.search(data):
+        return None
+    own = declared if declared is not None and declared.startswith("iso2022") else None
+    for codec in _ISO2022_CODECS if own is None else (own, *_ISO2022_CODECS):
+        try:
+            text = _decode(data, codec)
+        except ValueError:
+            continue
+        if not _SHIFTS.search(text):
+            return text
+    text = _decode(data, own or "iso2022_jp_2", "replace")
+    return text if _mostly_decoded(text, True) and not _SHIFTS.search(text) else None
 
 
 def _mostly_decoded(text: str, declared: bool, utf8: bytes | None = None) -> bool:
@@ -122,6 +173,18 @@ def fix_surrogates(value: str) -> str:
     except UnicodeEncodeError:
         return _SURROGATES.sub("\ufffd", value)
     return decode_bytes(raw)
+
+
+def decode_raw(value: str) -> str:
+    """A header field as the parser hands it on, its 8-bit bytes (kept as surrogate
+    escapes) or ISO-2022 escapes decoded."""
+    if value.isascii() and "\x1b" not in value:
+        return value
+    try:
+        data = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return value  # not from the parser; clean_text copes
+    return decode_bytes(data)
 
 
 def clean_text(value: str) -> str:

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.email._text import clean_text, decode_bytes
+from connectors.email._text import charset_codec, clean_text, decode_bytes
 from connectors.email.mapping import message_records
-from importer.model import Edge
-from importer.schema import Account, EmailMessage
+from importer.model import Edge, FilePayload
+from importer.schema import Account, EmailMessage, File
 
 OWNER = Account(service="email", handle="owner@x.example", isMe=True)
 
@@ -167,3 +167,83 @@ def test_a_display_name_split_between_encoded_words_is_kept(
         if isinstance(e, Edge) and e.name == "receiver" and isinstance(e.target, Account)
     ]
     assert names == [text]
+
+
+# --- ISO-2022-JP: 7-bit Japanese mail with escape sequences -------------------------
+
+MEETING = "会議の件、了解しました"  # its JIS bytes hold a '"'
+WINDOWS_JIS = b"\x1b$B-!-j|b\x1b(B \x1b(I6@6E\x1b(B"
+"""NEC row 13 (circled one, (株)), an IBM extension kanji and half-width katakana:
+what Windows sends as ISO-2022-JP (CP50220-2); Python's iso2022_jp knows none."""
+WINDOWS_TEXT = "①㈱髙 ｶﾀｶﾅ"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["", "text/plain", "text/plain; charset=us-ascii", "text/plain; charset=iso-8859-1",
+     "text/plain; charset=utf-8", "text/plain; charset=iso-2022-jp"],
+)  # fmt: skip
+def test_iso_2022_jp_body_is_decoded_whatever_it_is_declared_as(content_type: str) -> None:
+    header = f"Content-Type: {content_type}\r\n" if content_type else ""
+    raw = f"Message-ID: <jp@x>\r\n{header}\r\n".encode() + MEETING.encode("iso-2022-jp") + b"\r\n"
+    assert the_message(raw).content == MEETING + "\n"
+
+
+def test_raw_iso_2022_jp_in_headers_and_filenames_is_decoded() -> None:
+    jis = MEETING.encode("iso-2022-jp")
+    raw = (
+        b"Message-ID: <jph@x>\r\nSubject: Re: " + jis + b"\r\n"
+        b"From: " + "山田太郎".encode("iso-2022-jp") + b" <yamada@x.example>\r\n"
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        b'--B\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="'
+        + "見積書".encode("iso-2022-jp")
+        + b'.pdf"\r\n\r\n%PDF\r\n--B--\r\n'
+    )
+    recs = message_records(raw, owner=OWNER, source_ref="t:1")
+    msg = recs[0]
+    assert isinstance(msg, EmailMessage) and msg.subject == f"Re: {MEETING}"
+    [sender] = [e.target for e in recs if isinstance(e, Edge) and e.name == "sender"]
+    assert isinstance(sender, Account) and sender.displayName == "山田太郎"
+    [file] = [r.file for r in recs if isinstance(r, FilePayload)]
+    assert isinstance(file, File) and file.filename == "見積書.pdf"
+
+
+@pytest.mark.parametrize("label", ["iso-2022-jp", "cp50220", "CP50221", "iso-2022-jp-ms", ""])
+def test_iso_2022_jp_with_windows_characters_is_decoded(label: str) -> None:
+    word = base64.b64encode(WINDOWS_JIS).decode()
+    subject = f"=?{label}?B?{word}?=" if label else WINDOWS_JIS.decode("ascii")
+    charset = f"; charset={label}" if label else ""
+    head = f"Message-ID: <ms@x>\r\nSubject: {subject}\r\nContent-Type: text/plain{charset}\r\n"
+    raw = head.encode() + b"\r\n" + WINDOWS_JIS + b"\r\n"
+    msg = the_message(raw)
+    assert (msg.subject, msg.content) == (WINDOWS_TEXT, WINDOWS_TEXT + "\n")
+
+
+@pytest.mark.parametrize(
+    ("data", "charset", "expected"),
+    [
+        (MEETING.encode("iso-2022-jp"), None, MEETING),
+        (MEETING.encode("iso-2022-jp"), "utf-8", MEETING),
+        (MEETING.encode("iso-2022-jp"), "shift_jis", MEETING),
+        (WINDOWS_JIS, "cp50222", WINDOWS_TEXT),
+        (b"\x1b)I\x0e6@6E\x0f", "cp50222", "ｶﾀｶﾅ"),  # katakana shifted in with SO
+        ("한국어".encode("iso-2022-kr"), None, "한국어"),
+        ("这个".encode("iso-2022-jp-2"), None, "这个"),  # GB2312 in ISO-2022-JP-2
+        # a broken escape loses only what it breaks
+        (b"\x1b$B8+@Q=q\x7f\x7f\x1b(B", "iso-2022-jp", "見積書\ufffd"),
+        # escapes that are not ISO-2022 are left for clean_text
+        (b"\x1b[31mred\x1b[0m", None, "\x1b[31mred\x1b[0m"),
+        (b"\x1b(B\x1b[m plain", None, "\x1b(B\x1b[m plain"),
+    ],
+)
+def test_decode_bytes_reads_iso_2022(data: bytes, charset: str | None, expected: str) -> None:
+    assert decode_bytes(data, charset) == expected
+
+
+@pytest.mark.parametrize(
+    ("label", "codec"),
+    [("windows-31j", "cp932"), ("x-sjis", "cp932"), ("cp50220", "iso2022_jp_ms")],
+)
+def test_windows_japanese_labels(label: str, codec: str) -> None:
+    assert charset_codec(label) == codec

@@ -781,3 +781,39 @@ async def test_mail_from_old_and_odd_mailers_lands_decoded(tmp_path: Path) -> No
         dsn = await pod.get_file(files[None]["sha256"])
         assert dsn == report.replace(b"\r\n", b"\n")
         assert await pod.get_file(files["\u9555\u57fa.pdf"]["sha256"]) == b"%PDF-5"
+
+
+# --- 11. Japanese mail in ISO-2022-JP ----------------------------------------------------------
+
+
+async def test_japanese_mail_in_iso_2022_jp_lands_decoded(tmp_path: Path) -> None:
+    """Old Japanese mail: ISO-2022-JP in raw headers, bodies declared as something
+    else or nothing, and the characters Windows adds to it (CP50220)."""
+    jis = "会議の件".encode("iso-2022-jp").decode("ascii")
+    windows = b"\x1b$B-!2q5D-j\x1b(B"  # circled one, 会議, (株) in NEC row 13
+    windows_word = base64.b64encode(windows).decode()
+    messages = [
+        _odd_message(11, f"Subject: {jis}\r\n", "了解しました\r\n".encode("iso-2022-jp")),
+        _odd_message(
+            12,
+            f"Subject: =?ISO-2022-JP?B?{windows_word}?=\r\n"
+            "Content-Type: text/plain; charset=us-ascii\r\n",
+            windows + b"\r\n",
+        ),
+        _with_part(13, b"Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+                   b'filename="' + "見積書".encode("iso-2022-jp") + b'.pdf"\r\n', b"%PDF-13"),
+    ]  # fmt: skip
+    path = tmp_path / "Japan.mbox"
+    write_mbox(path, messages)
+    async with local_pod(tmp_path / "pod") as pod:
+        result = await run(pod, tmp_path, mbox_options(path))
+        assert result.status == "done" and result.skip_count == 0
+        snap = await snapshot(pod)
+        stored = {m["externalId"]: m for m in snap.of_type("EmailMessage")}
+        assert stored["<odd11@old.example>"]["subject"] == "会議の件"
+        assert stored["<odd11@old.example>"]["content"] == "了解しました\n"
+        assert stored["<odd12@old.example>"]["subject"] == "①会議㈱"
+        assert stored["<odd12@old.example>"]["content"] == "①会議㈱\n"
+        [file] = snap.of_type("File")
+        assert file["filename"] == "見積書.pdf"
+        assert await pod.get_file(file["sha256"]) == b"%PDF-13"
