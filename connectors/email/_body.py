@@ -17,7 +17,7 @@ from email.errors import MissingHeaderBodySeparatorDefect
 from email.message import Message
 from email.parser import BytesParser
 
-from ._headers import decode_words, header_text
+from ._headers import body_charset, decode_words, header_text
 from ._text import clean_text, decode_bytes, decode_raw
 
 __all__ = ["Attachment", "Body", "split_body"]
@@ -55,8 +55,9 @@ def _content_type(part: Message) -> str:
 _PARAM_HEADERS = ("content-type", "content-disposition")
 
 
-def _decoded_params(part: Message) -> Message:
-    """``part``, or a copy of its parameter fields with their 8-bit bytes decoded.
+def _decoded_params(part: Message, root: Message) -> Message:
+    """``part``, or a copy of its parameter fields with their 8-bit bytes decoded
+    (as raw header fields of the message ``root`` are).
 
     The parser hands a field with 8-bit bytes on with each of them as U+FFFD;
     unencoded UTF-8 (RFC 6532) or legacy-charset filenames are common, and so
@@ -66,9 +67,10 @@ def _decoded_params(part: Message) -> Message:
     fields = [(k, v) for k, v in part.raw_items() if k.lower() in _PARAM_HEADERS]
     if all(not isinstance(v, str) or (v.isascii() and "\x1b" not in v) for _, v in fields):
         return part
+    hint = body_charset(root)
     decoded = Message()
     for key, value in fields:
-        decoded[key] = clean_text(decode_raw(value)) if isinstance(value, str) else value
+        decoded[key] = clean_text(decode_raw(value, hint)) if isinstance(value, str) else value
     return decoded
 
 
@@ -87,9 +89,9 @@ def _param(fields: Message, name: str, header: str) -> str | None:
     return decode_bytes(data, charset or None)
 
 
-def _filename(part: Message) -> str | None:
+def _filename(part: Message, root: Message) -> str | None:
     try:
-        fields = _decoded_params(part)
+        fields = _decoded_params(part, root)
         name = _param(fields, "filename", "content-disposition")
         if name is None:
             name = _param(fields, "name", "content-type")
@@ -259,11 +261,12 @@ def _report_bytes(part: Message, ctype: str) -> bytes:
 
 
 class _Splitter:
-    def __init__(self) -> None:
+    def __init__(self, root: Message) -> None:
+        self.root = root
         self.body = Body()
 
     def leaf(self, part: Message, ctype: str) -> None:
-        filename = _filename(part)
+        filename = _filename(part, self.root)
         if ctype.startswith("multipart/"):  # boundary never found: keep the text
             ctype = "text/plain"
         if ctype in _BODY_TYPES and filename is None and _disposition(part) != "attachment":
@@ -273,7 +276,7 @@ class _Splitter:
 
     def nested(self, part: Message) -> None:
         inner = _inner_message(part)
-        filename = _filename(part)
+        filename = _filename(part, self.root)
         if filename is None:
             subject = None if inner is None else header_text(inner, "Subject")
             filename = f"{(subject or 'message')[:200]}.eml".replace("/", "_")
@@ -284,13 +287,13 @@ class _Splitter:
 
     def report(self, part: Message, ctype: str) -> None:
         data = _report_bytes(part, ctype)
-        self.body.attachments.append(Attachment(data, _filename(part), ctype))
+        self.body.attachments.append(Attachment(data, _filename(part, self.root), ctype))
 
     def alternative(self, part: Message, depth: int) -> None:
         """Keep the last (richest) plain and html version; other kinds as attachments."""
         best: dict[str, Body] = {}
         for child in _children(part):
-            sub = _Splitter()
+            sub = _Splitter(self.root)
             sub.walk(child, depth + 1)
             self.body.attachments.extend(sub.body.attachments)
             self.body.problems.extend(sub.body.problems)
@@ -334,6 +337,6 @@ def _children(part: Message) -> list[Message]:
 
 def split_body(msg: Message) -> Body:
     """Text, HTML and attachments of ``msg``; a broken part is noted in ``problems``."""
-    splitter = _Splitter()
+    splitter = _Splitter(msg)
     splitter.walk(msg)
     return splitter.body

@@ -22,6 +22,7 @@ from ._text import charset_codec, clean_text, decode_bytes, decode_raw
 
 __all__ = [
     "Mailbox",
+    "body_charset",
     "decode_words",
     "header_date",
     "header_text",
@@ -58,10 +59,23 @@ def raw_headers(msg: Message, name: str) -> list[str]:
     for key, value in msg.raw_items():
         if key.lower() != wanted:
             continue
-        text = value if isinstance(value, str) else str(value)
-        text = _FOLD.sub(" ", clean_text(decode_raw(text[:_MAX_HEADER]))).strip()
-        values.append(text)
+        text = (value if isinstance(value, str) else str(value))[:_MAX_HEADER]
+        hint = None if text.isascii() else body_charset(msg)
+        values.append(_FOLD.sub(" ", clean_text(decode_raw(text, hint))).strip())
     return values
+
+
+def body_charset(msg: Message) -> str | None:
+    """The charset of the message's first text part: the one mailers that write raw
+    8-bit header fields (and filenames) write them in, if they are not UTF-8."""
+    try:
+        for part in msg.walk():
+            if part.get_content_maintype() == "text":
+                charset = part.get_content_charset()
+                return str(charset) if charset else None
+    except Exception:
+        return None
+    return None
 
 
 def raw_header(msg: Message, name: str) -> str | None:

@@ -51,7 +51,7 @@ def charset_codec(charset: str | None) -> str | None:
         return None
 
 
-def decode_bytes(data: bytes, charset: str | None = None) -> str:
+def decode_bytes(data: bytes, charset: str | None = None, *, hint: str | None = None) -> str:
     """Decode ``data`` with its declared charset, else as UTF-8, else cp1252 or latin-1.
 
     A declared charset is tried strictly first so that mislabelled mail (UTF-8
@@ -62,7 +62,9 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     charset (GB18030, Shift_JIS...) that mostly decodes in it.  The last
     fallback never fails.  Text holding ISO-2022 escape sequences is read as
     ISO-2022 first, whatever the label: it is 7-bit, so every other charset
-    "reads" it, escapes and all.
+    "reads" it, escapes and all.  ``hint`` is a charset declared for text
+    near ``data`` (the body's, for a raw header field): tried after UTF-8, it
+    is kept only as :func:`_hinted` allows.
     """
     declared = charset_codec(charset)
     if b"\x1b" in data:
@@ -90,10 +92,29 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
         else:
             if _mostly_decoded(text, False):
                 return text
+    hinted = None if hint is None else _hinted(data, hint)
+    if hinted is not None:
+        return hinted
     try:
         return data.decode("cp1252")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def _hinted(data: bytes, hint: str) -> str | None:
+    """``data`` in the charset ``hint``, if it decodes strictly to non-ASCII letters
+    and nothing unprintable (Latin-1 "reads" cp1252's quotes as C1 controls)."""
+    codec = charset_codec(hint)
+    if codec is None or codec in ("utf-8", "ascii"):
+        return None
+    try:
+        text = _decode(data, codec)
+    except (ValueError, LookupError):
+        return None
+    added = {c for c in set(text) if c > "\x7f"}
+    if not any(c.isalpha() for c in added):
+        return None
+    return text if all(c.isprintable() or c.isspace() for c in added) else None
 
 
 def _decode(data: bytes, codec: str, errors: str = "strict") -> str:
@@ -175,16 +196,16 @@ def fix_surrogates(value: str) -> str:
     return decode_bytes(raw)
 
 
-def decode_raw(value: str) -> str:
+def decode_raw(value: str, hint: str | None = None) -> str:
     """A header field as the parser hands it on, its 8-bit bytes (kept as surrogate
-    escapes) or ISO-2022 escapes decoded."""
+    escapes) or ISO-2022 escapes decoded; ``hint`` as for :func:`decode_bytes`."""
     if value.isascii() and "\x1b" not in value:
         return value
     try:
         data = value.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         return value  # not from the parser; clean_text copes
-    return decode_bytes(data)
+    return decode_bytes(data, hint=hint)
 
 
 def clean_text(value: str) -> str:

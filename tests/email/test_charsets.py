@@ -247,3 +247,63 @@ def test_decode_bytes_reads_iso_2022(data: bytes, charset: str | None, expected:
 )
 def test_windows_japanese_labels(label: str, codec: str) -> None:
     assert charset_codec(label) == codec
+
+
+# --- raw 8-bit header fields in the body's charset ---------------------------------------
+
+BODY_CHARSETS = [
+    ("koi8-r", "koi8-r", "Привет от коллег"),
+    ("windows-1251", "cp1251", "Отчёт за март"),
+    ("iso-8859-2", "iso-8859-2", "Zażółć gęślą jaźń"),
+    ("iso-8859-7", "iso-8859-7", "Καλημέρα σας"),
+    ("shift_jis", "shift_jis", "会議の件"),
+    ("gb2312", "gbk", "朱镕基访问"),  # a mislabel read as GB18030, like the body
+]
+
+
+def _raw_header_message(label: str, codec: str, text: str) -> bytes:
+    raw = text.encode(codec)
+    return (
+        b"Message-ID: <rh@x>\r\nSubject: Re: " + raw + b"\r\n"
+        b"From: " + raw + b" <a@x.example>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain; charset=" + label.encode() + b"\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n" + raw + b"\r\n"
+        b"--B\r\nContent-Type: application/pdf\r\n"
+        b'Content-Disposition: attachment; filename="' + raw + b'.pdf"\r\n\r\n%PDF\r\n--B--\r\n'
+    )
+
+
+@pytest.mark.parametrize(("label", "codec", "text"), BODY_CHARSETS)
+def test_raw_8bit_header_fields_are_read_in_the_body_charset(
+    label: str, codec: str, text: str
+) -> None:
+    """Mailers that write raw 8-bit header fields write them in the body's charset."""
+    recs = message_records(_raw_header_message(label, codec, text), owner=OWNER, source_ref="t")
+    msg = recs[0]
+    assert isinstance(msg, EmailMessage)
+    assert (msg.subject, msg.content) == (f"Re: {text}", text)
+    [sender] = [e.target for e in recs if isinstance(e, Edge) and e.name == "sender"]
+    assert isinstance(sender, Account) and sender.displayName == text
+    [file] = [r.file for r in recs if isinstance(r, FilePayload)]
+    assert isinstance(file, File) and file.filename == f"{text}.pdf"
+
+
+@pytest.mark.parametrize(
+    ("label", "raw", "expected"),
+    [
+        ("koi8-r", "Grüße".encode(), "Grüße"),  # UTF-8 comes first
+        ("iso-8859-1", "“Grüße”".encode("cp1252"), "“Grüße”"),  # C1 controls in Latin-1
+        ("koi8-r", "½ €".encode("cp1252"), "½ €"),  # no letter in KOI8-R: box drawing
+        ("us-ascii", "Grüße".encode("cp1252"), "Grüße"),
+        ("shift_jis", "Grüße".encode("cp1252"), "Grüße"),  # not Shift_JIS at all
+    ],
+)
+def test_a_body_charset_that_does_not_fit_leaves_the_fallback(
+    label: str, raw: bytes, expected: str
+) -> None:
+    data = (
+        b"Message-ID: <nf@x>\r\nSubject: " + raw + b"\r\n"
+        b"Content-Type: text/plain; charset=" + label.encode() + b"\r\n\r\nx\r\n"
+    )
+    assert the_message(data).subject == expected

@@ -817,3 +817,29 @@ async def test_japanese_mail_in_iso_2022_jp_lands_decoded(tmp_path: Path) -> Non
         [file] = snap.of_type("File")
         assert file["filename"] == "見積書.pdf"
         assert await pod.get_file(file["sha256"]) == b"%PDF-13"
+
+
+async def test_raw_8bit_header_fields_land_in_the_body_charset(tmp_path: Path) -> None:
+    """A mailer that writes raw 8-bit header fields writes them in its body's charset."""
+    subject, name = "Отчёт за март".encode("koi8-r"), "Иван Петров".encode("koi8-r")
+    message = (
+        b"From: " + name + b" <ivan@old.example>\r\nTo: " + SAM.encode() + b"\r\n"
+        b"Message-ID: <koi@old.example>\r\nSubject: " + subject + b"\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="P"\r\n\r\n'
+        b"--P\r\nContent-Type: text/plain; charset=KOI8-R\r\n\r\n"
+        + "Добрый день".encode("koi8-r")
+        + b"\r\n--P\r\nContent-Type: application/pdf\r\n"
+        b'Content-Disposition: attachment; filename="' + subject + b'.pdf"\r\n\r\n%PDF\r\n--P--\r\n'
+    )
+    path = tmp_path / "Inbox.mbox"
+    write_mbox(path, [message])
+    async with local_pod(tmp_path / "pod") as pod:
+        result = await run(pod, tmp_path, mbox_options(path))
+        assert result.status == "done" and result.skip_count == 0
+        snap = await snapshot(pod)
+        [stored] = snap.of_type("EmailMessage")
+        assert (stored["subject"], stored["content"]) == ("Отчёт за март", "Добрый день")
+        sender = await pod.get_item(account_id("ivan@old.example"))
+        assert sender is not None and sender["displayName"] == "Иван Петров"
+        [file] = snap.of_type("File")
+        assert file["filename"] == "Отчёт за март.pdf"
