@@ -18,6 +18,7 @@ from email.message import Message
 from email.parser import BytesParser
 
 from ._headers import body_charset, decode_words, header_text
+from ._html import meta_charset
 from ._text import clean_text, decode_bytes, decode_raw
 
 __all__ = ["Attachment", "Body", "split_body"]
@@ -133,8 +134,12 @@ def _charset(part: Message) -> str | None:
     return str(value) if value else None
 
 
-def _text(part: Message) -> str:
-    text = clean_text(decode_bytes(_payload_bytes(part), _charset(part)))
+def _text(part: Message, ctype: str) -> str:
+    """The text of a body part; HTML without a MIME charset may name its own in a
+    ``<meta>`` tag, which is believed after UTF-8 (as a raw header's hint is)."""
+    data, charset = _payload_bytes(part), _charset(part)
+    hint = meta_charset(data) if charset is None and ctype == "text/html" else None
+    text = clean_text(decode_bytes(data, charset, hint=hint))
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -270,7 +275,8 @@ class _Splitter:
         if ctype.startswith("multipart/"):  # boundary never found: keep the text
             ctype = "text/plain"
         if ctype in _BODY_TYPES and filename is None and _disposition(part) != "attachment":
-            (self.body.plain if ctype == "text/plain" else self.body.html).append(_text(part))
+            texts = self.body.plain if ctype == "text/plain" else self.body.html
+            texts.append(_text(part, ctype))
             return
         self.body.attachments.append(Attachment(_payload_bytes(part), filename, ctype))
 

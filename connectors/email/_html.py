@@ -2,6 +2,7 @@
 
 Good enough for search and previews: block structure becomes line breaks,
 lists get bullets, links keep their target, scripts and styles vanish.
+Also: the charset HTML names for itself in a ``<meta>`` tag.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-__all__ = ["html_to_text"]
+__all__ = ["html_to_text", "meta_charset"]
 
 _BLOCK = frozenset(
     {
@@ -25,6 +26,9 @@ _PARAGRAPH = frozenset(
 _HIDDEN = frozenset({"script", "style", "head", "title", "template", "noscript"})
 _CELL = frozenset({"td", "th"})
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
+_META_CHARSET = re.compile(rb"<meta\s[^>]*?\bcharset\s*=\s*[\"']?\s*([\w.:+-]+)", re.IGNORECASE)
+_PRESCAN_BYTES = 1024
+"""How far browsers look for a ``<meta>`` charset before they give up."""
 
 
 class _Renderer(HTMLParser):
@@ -123,3 +127,14 @@ def html_to_text(html: str) -> str:
     except (AssertionError, ValueError):  # pragma: no cover - html.parser is lenient
         pass
     return renderer.text()
+
+
+def meta_charset(html: bytes) -> str | None:
+    """The charset a ``<meta charset>`` or ``http-equiv`` tag declares where a browser
+    looks for one (the first 1024 bytes); UTF-16 there is a lie, as browsers know:
+    the tag was read in an ASCII-compatible charset."""
+    match = _META_CHARSET.search(html[:_PRESCAN_BYTES])
+    if match is None:
+        return None
+    label = match.group(1).decode("ascii")
+    return None if label.lower().startswith(("utf-16", "utf-32", "utf16", "utf32")) else label

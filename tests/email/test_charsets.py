@@ -307,3 +307,53 @@ def test_a_body_charset_that_does_not_fit_leaves_the_fallback(
         b"Content-Type: text/plain; charset=" + label.encode() + b"\r\n\r\nx\r\n"
     )
     assert the_message(data).subject == expected
+
+
+# --- HTML whose charset is only in a <meta> tag --------------------------------------------
+
+
+def _html_message(html: bytes, content_type: str = "text/html") -> bytes:
+    head = f"Message-ID: <h@x>\r\nMIME-Version: 1.0\r\nContent-Type: {content_type}\r\n\r\n"
+    return head.encode() + html
+
+
+META_HTML = [
+    ('<meta charset="windows-1251">', "cp1251", "Отчёт за март"),
+    ("<META HTTP-EQUIV=Content-Type CONTENT='text/html; charset=koi8-r'>", "koi8-r", "Привет"),
+    ('<meta http-equiv="Content-Type" content="text/html;charset=Shift_JIS" />', "cp932", "会議"),
+    ('<meta content="text/html; charset=iso-8859-2" http-equiv="content-type">', "iso-8859-2",
+     "Zażółć gęślą jaźń"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("meta", "codec", "text"), META_HTML)
+def test_html_is_read_in_the_charset_of_its_meta_tag(meta: str, codec: str, text: str) -> None:
+    html = f"<html><head>{meta}<title>t</title></head><body><p>{text}</p></body></html>"
+    msg = the_message(_html_message(html.encode(codec)))
+    assert msg.htmlContent == html
+    assert msg.content == text
+
+
+@pytest.mark.parametrize(
+    ("html", "content_type", "expected"),
+    [
+        # UTF-8 comes first: a mail client converted the text and kept the tag
+        ('<meta charset="iso-8859-1"><p>Grüße</p>'.encode(), "text/html", "Grüße"),
+        # the MIME charset wins, as the HTTP one does in a browser
+        ('<meta charset="koi8-r"><p>Grüße</p>'.encode("latin-1"),
+         "text/html; charset=iso-8859-1", "Grüße"),
+        # only the first 1024 bytes are looked at, as browsers do
+        (b"<!--" + b"x" * 1024 + b'--><meta charset="koi8-r"><p>Gr\xfc\xdfe</p>', "text/html",
+         "Grüße"),
+        # UTF-16 in a tag is a lie: the bytes were read in an ASCII-compatible charset
+        ('<meta charset="utf-16"> <p>Grüße</p>'.encode("cp1252"), "text/html", "Grüße"),
+        # a text/plain part has no meta tag to believe
+        ('<meta charset="koi8-r"> Grüße'.encode("cp1252"), "text/plain",
+         '<meta charset="koi8-r"> Grüße'),
+    ],
+)  # fmt: skip
+def test_a_meta_tag_that_does_not_apply_is_ignored(
+    html: bytes, content_type: str, expected: str
+) -> None:
+    msg = the_message(_html_message(html, content_type))
+    assert msg.content is not None and msg.content.endswith(expected)

@@ -843,3 +843,21 @@ async def test_raw_8bit_header_fields_land_in_the_body_charset(tmp_path: Path) -
         assert sender is not None and sender["displayName"] == "Иван Петров"
         [file] = snap.of_type("File")
         assert file["filename"] == "Отчёт за март.pdf"
+
+
+async def test_html_mail_lands_in_the_charset_of_its_meta_tag(tmp_path: Path) -> None:
+    """HTML-only mail with no MIME charset names its own in a <meta> tag."""
+    html = (
+        '<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1251">'
+        "</head><body><p>Отчёт за март</p></body></html>"
+    )
+    message = _odd_message(
+        21, "Subject: report\r\nContent-Type: text/html\r\n", html.encode("cp1251")
+    )
+    path = tmp_path / "Inbox.mbox"
+    write_mbox(path, [message])
+    async with local_pod(tmp_path / "pod") as pod:
+        result = await run(pod, tmp_path, mbox_options(path))
+        assert result.status == "done" and result.skip_count == 0
+        [stored] = (await snapshot(pod)).of_type("EmailMessage")
+        assert (stored["htmlContent"], stored["content"]) == (html + "\n", "Отчёт за март")
