@@ -14,14 +14,14 @@ import re
 from dataclasses import dataclass, field
 from email import policy, utils
 from email.errors import MissingHeaderBodySeparatorDefect
+from email.feedparser import FeedParser
 from email.message import Message
-from email.parser import BytesParser
 
 from ._headers import body_charset, decode_words, header_text
 from ._html import meta_charset
 from ._text import clean_text, decode_bytes, decode_raw
 
-__all__ = ["Attachment", "Body", "split_body"]
+__all__ = ["Attachment", "Body", "parse_bytes", "split_body"]
 
 _MAX_DEPTH = 40
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
@@ -29,6 +29,7 @@ _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
 _TRANSFER_ENCODINGS = frozenset({"base64", "quoted-printable"})
 _TRAILING_SPACE = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
 _NOT_QP = re.compile(rb"=(?![0-9A-Fa-f]{2}|\r?\n|\Z)")
+_FEED_BYTES = 1 << 16
 
 
 @dataclass(slots=True)
@@ -116,7 +117,38 @@ def _disposition(part: Message) -> str | None:
     return value.lower() if value else None
 
 
+def parse_bytes(data: bytes) -> Message:
+    """``data`` parsed as ``BytesParser(policy=compat32)`` does, fed a slice at a time.
+
+    ``parsebytes`` decodes the whole message into one string and copies that
+    into a StringIO at 4 bytes a character: five times the message's size in
+    memory before parsing starts.
+    """
+    parser = FeedParser(policy=policy.compat32)
+    view = memoryview(data)
+    for start in range(0, len(data), _FEED_BYTES):
+        parser.feed(str(view[start : start + _FEED_BYTES], "ascii", "surrogateescape"))
+    return parser.close()
+
+
+def _cte(part: Message) -> str:
+    """The transfer encoding as ``get_payload(decode=True)`` reads it."""
+    return str(part.get("content-transfer-encoding", "")).lower()
+
+
 def _payload_bytes(part: Message) -> bytes:
+    """The decoded bytes of a leaf, as ``get_payload(decode=True)`` gives them.
+
+    Base64 is decoded straight from the parsed text when that decodes at all
+    (then the stdlib's result is the same): the stdlib splits it into a list
+    of lines and joins them first, three more copies of the part.
+    """
+    payload = part.get_payload()
+    if isinstance(payload, str) and payload.isascii() and _cte(part) == "base64":
+        try:
+            return binascii.a2b_base64(payload)
+        except binascii.Error:
+            pass
     payload = part.get_payload(decode=True)
     if isinstance(payload, bytes):
         return payload
@@ -228,10 +260,6 @@ def _transfer_decoded(part: Message, source: str | None) -> bytes | None:
     return None if decoded == source.encode("utf-8", "surrogateescape") else decoded
 
 
-def _parsed(data: bytes) -> Message:
-    return BytesParser(policy=policy.compat32).parsebytes(data)
-
-
 def _inner_message(part: Message) -> Message | None:
     """The message a message/rfc822 part holds (transfer encoding undone), if parsed."""
     payload = part.get_payload()
@@ -240,7 +268,7 @@ def _inner_message(part: Message) -> Message | None:
     inner = payload[0]
     decoded = _transfer_decoded(part, _message_source(inner))
     try:
-        return inner if decoded is None else _parsed(decoded)
+        return inner if decoded is None else parse_bytes(decoded)
     except Exception:
         return inner  # kept as it came, nothing lost
 
@@ -259,7 +287,7 @@ def _report_bytes(part: Message, ctype: str) -> bytes:
     if decoded is not None:
         header = f"Content-Type: {' '.join(ctype.split())}\n\n".encode("ascii", "replace")
         try:
-            reread = _children(_parsed(header + decoded))
+            reread = _children(parse_bytes(header + decoded))
         except Exception:
             reread = []  # kept as it came, nothing lost
     return b"".join(_serialized(b) or b"" for b in reread or blocks)

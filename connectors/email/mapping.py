@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
-from email import policy
 from email.message import Message
-from email.parser import BytesParser
 
 from importer.model import Edge, Record, derive_id
 from importer.schema import Account, EmailMessage, File, Label
 
 from . import _headers
-from ._body import Attachment, split_body
+from ._body import Attachment, parse_bytes, split_body
 from ._headers import normalize_message_id
 from ._html import html_to_text
 
@@ -46,6 +44,9 @@ ADDRESS_EDGES: tuple[tuple[str, str], ...] = (
 _HASH_HEADERS = ("Date", "From", "To", "Subject")
 _WS = re.compile(r"\s+")
 _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_HASH_SLICE = 1 << 20
+_TAIL_BYTES = 4096
 
 
 class UnusableMessage(Exception):
@@ -82,7 +83,7 @@ def _parse(raw: bytes) -> Message:
     # and parse a header object on every get_content_type(), get_param() and
     # get_filename() call, more than doubling the time spent per message.
     try:
-        msg = BytesParser(policy=policy.compat32).parsebytes(raw)
+        msg = parse_bytes(raw)
     except Exception as exc:
         raise UnusableMessage(f"unparseable message ({type(exc).__name__})") from None
     if not list(msg.raw_items()):
@@ -90,10 +91,34 @@ def _parse(raw: bytes) -> Message:
     return msg
 
 
-def _body_bytes(raw: bytes) -> bytes:
-    data = raw.replace(b"\r\n", b"\n")
-    _, sep, body = data.partition(b"\n\n")
-    return body.rstrip() if sep else b""
+def _content_end(raw: bytes) -> int:
+    """``len(raw.rstrip())``, looking at the tail only."""
+    end = len(raw)
+    while end:
+        tail = raw[max(0, end - _TAIL_BYTES) : end]
+        kept = len(tail.rstrip())
+        if kept:
+            return end - len(tail) + kept
+        end -= len(tail)
+    return 0
+
+
+def _body_slices(raw: bytes) -> Iterator[bytes]:
+    """The body of ``raw`` as hashed: CRLF read as LF, trailing whitespace dropped.
+
+    A slice at a time: normalising a copy of the message, then copying its
+    body out, held two more copies of a large message.
+    """
+    blank = _BLANK_LINE.search(raw)  # a "\n\n" once CRLF is LF
+    if blank is None:
+        return
+    start, end = blank.end(), _content_end(raw)
+    while start < end:
+        stop = min(start + _HASH_SLICE, end)
+        while stop < end and raw[stop - 1] == 0x0D:  # a CRLF stays whole
+            stop += 1
+        yield raw[start:stop].replace(b"\r\n", b"\n")
+        start = stop
 
 
 def _content_hash_id(msg: Message, raw: bytes) -> str:
@@ -103,7 +128,8 @@ def _content_hash_id(msg: Message, raw: bytes) -> str:
         value = _headers.raw_header(msg, name) or ""
         digest.update(f"{name}:{_WS.sub(' ', value).strip()}\n".encode("utf-8", "replace"))
     digest.update(b"\n")
-    digest.update(_body_bytes(raw))
+    for body in _body_slices(raw):
+        digest.update(body)
     return derive_id(EmailMessage.item_type, "sha256:" + digest.hexdigest())
 
 

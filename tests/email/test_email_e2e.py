@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from collections import Counter
 from datetime import UTC, datetime
 from email import policy
@@ -861,3 +862,40 @@ async def test_html_mail_lands_in_the_charset_of_its_meta_tag(tmp_path: Path) ->
         assert result.status == "done" and result.skip_count == 0
         [stored] = (await snapshot(pod)).of_type("EmailMessage")
         assert (stored["htmlContent"], stored["content"]) == (html + "\n", "Отчёт за март")
+
+
+# --- 12. large messages ------------------------------------------------------------------------
+
+
+async def test_large_attachments_land_or_are_skipped_with_their_size(tmp_path: Path) -> None:
+    """Importing a large message holds a few times its size in memory, and an
+    attachment over max_attachment_bytes is still reported with its exact size."""
+    over, under = os.urandom(6 * 2**20), os.urandom(2**20)
+    messages = [
+        to_sam(1, attachment=over, attachment_name="over.bin"),
+        to_sam(2, attachment=under, attachment_name="under.bin"),
+    ]
+    path = tmp_path / "Big.mbox"
+    write_mbox(path, messages)
+    async with local_pod(tmp_path / "pod") as pod:
+        tracemalloc.start()
+        try:
+            result = await run(pod, tmp_path, mbox_options(path, max_attachment_bytes=2**21))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert result.status == "done" and result.skip_count == 1
+        log = json.loads((await run_item(pod, result))["skipLog"])
+        assert [(e["ref"], e["reason"]) for e in log] == [
+            (f"mbox:{path}@0 attachment over.bin",
+             f"attachment of {len(over)} bytes exceeds max_attachment_bytes"),
+        ]  # fmt: skip
+        snap = await snapshot(pod)
+        [file] = snap.of_type("File")
+        assert file["filename"] == "under.bin" and file["size"] == len(under)
+        assert await pod.get_file(file["sha256"]) == under
+        assert snap.edges_named("attachment") == [
+            (message_item_id(message_id(2)), "attachment", file["id"])
+        ]
+    largest = max(map(len, messages))  # about 11 times before, 5 now
+    assert peak < 7 * largest, f"{peak / largest:.1f} times the largest message"
