@@ -52,6 +52,7 @@ SETTLE_SECONDS = 60.0
 is taken to be still being appended."""
 STALE_DOTLOCK_SECONDS = 500.0
 """A ``.lock`` file older than this is a leftover (Postfix's ``stale_lock_time``)."""
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 _FLAG_HEADERS = re.compile(rb"^(X-)?Status:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -77,11 +78,12 @@ def _finish(
 ) -> MboxMessage:
     raw = None
     if lines is not None:
+        # The blank line before the next From_ line is not the message's:
+        # left out of the join (cutting it off after would copy the message).
+        if len(lines) > 1 and lines[-1] in (b"\n", b"\r\n") and lines[-2].endswith(lines[-1]):
+            del lines[-1]
         raw = b"".join(lines)
-        if raw.endswith(b"\n\n"):
-            raw = raw[:-1]  # the blank line before the next From_ line
-        elif raw.endswith(b"\r\n\r\n"):
-            raw = raw[:-2]
+        lines.clear()  # the lines are not kept beside the message while it is mapped
     return MboxMessage(start, end, from_line.rstrip(b"\r\n"), raw, digest.hexdigest())
 
 
@@ -133,7 +135,8 @@ def split_mbox(fh: BinaryIO, start: int = 0, end: int | None = None) -> Iterator
 
 
 def _flags(raw: bytes) -> set[str]:
-    head = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    blank = _BLANK_LINE.search(raw)  # the end of the header, CRLF read as LF
+    head = raw[: blank.start() if blank else len(raw)].replace(b"\r\n", b"\n")
     letters = b"".join(m.group(2) for m in _FLAG_HEADERS.finditer(head)).upper()
     flags = set()
     if b"R" in letters:

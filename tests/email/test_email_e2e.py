@@ -897,5 +897,7 @@ async def test_large_attachments_land_or_are_skipped_with_their_size(tmp_path: P
         assert snap.edges_named("attachment") == [
             (message_item_id(message_id(2)), "attachment", file["id"])
         ]
-    largest = max(map(len, messages))  # about 11 times before, 5 now
-    assert peak < 7 * largest, f"{peak / largest:.1f} times the largest message"
+    # About 11 times, then 5 once the mapping parsed in slices, under 4 since
+    # the mbox reader keeps neither the lines nor a trimmed copy beside it.
+    largest = max(map(len, messages))
+    assert peak < 4.5 * largest, f"{peak / largest:.1f} times the largest message"
