@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import trustme
 from imapclient import IMAPClient
@@ -271,6 +272,18 @@ class DovecotServer:
         if number > _USERS:
             raise RuntimeError(f"the test server has only {_USERS} users")
         return f"user{number}"
+
+    def imap_options(self, user: str, address: str, **extra: Any) -> dict[str, Any]:
+        """Email connector options for ``user``'s mailbox here (plain IMAP on loopback)."""
+        return {
+            "source": "imap",
+            "host": self.host,
+            "port": self.port,
+            "security": "none",
+            "username": user,
+            "address": address,
+            **extra,
+        }
 
     @contextlib.contextmanager
     def client(self, user: str, password: str = PASSWORD) -> Iterator[IMAPClient]:

@@ -60,16 +60,8 @@ def options(
     server: DovecotServer, user: str, *, host: str | None = None, port: int | None = None,
     **extra: Any,
 ) -> dict[str, Any]:  # fmt: skip
-    return {
-        "source": "imap",
-        "host": host or server.host,
-        "port": port or server.port,
-        "security": "none",
-        "username": user,
-        "password_env": PW_ENV,
-        "address": OWNER,
-        **extra,
-    }
+    where = {"host": host or server.host, "port": port or server.port}
+    return server.imap_options(user, OWNER, password_env=PW_ENV, **where, **extra)
 
 
 async def run(pod: PodClient, tmp_path: Path, opts: dict[str, Any]) -> RunResult:

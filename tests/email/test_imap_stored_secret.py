@@ -29,15 +29,7 @@ OWNER_ID = derive_id(Account.item_type, "email", ADDRESS)
 
 def mailbox(server: DovecotServer, user: str, **extra: Any) -> dict[str, Any]:
     """IMAP options of ``user`` with no password source of their own."""
-    return {
-        "source": "imap",
-        "host": server.host,
-        "port": server.port,
-        "security": "none",
-        "username": user,
-        "address": ADDRESS,
-        **extra,
-    }
+    return server.imap_options(user, ADDRESS, **extra)
 
 
 def url(server: DovecotServer, user: str) -> str:

@@ -11,14 +11,7 @@ from .conftest import SAMPLE, Owner, assert_absent
 
 
 def _imap_config(server: DovecotServer, user: str) -> dict[str, object]:
-    return {
-        "source": "imap",
-        "host": server.host,
-        "port": server.port,
-        "security": "none",
-        "username": user,
-        "address": "owner@imap.plugin.test",
-    }
+    return server.imap_options(user, "owner@imap.plugin.test")
 
 
 def _message(n: int) -> bytes:
