@@ -166,7 +166,10 @@ class Resolver:
         plan = Plan(batch=batch)
         items = batch.items
         waiting = [key for item_id in items for key in sorted(self.waiting.get(item_id, ()))]
-        referenced = {end for key in [*batch.edges, *waiting] for end in (key[0], key[2])}
+        # Resolved again, a plan checks the held edges it carries like its own:
+        # their ends are asked about too (one this run never cached is not missing).
+        resolving = [*batch.edges, *waiting, *(carried or ())]
+        referenced = {end for key in resolving for end in (key[0], key[2])}
         # Optimistic: items the caches don't know are taken to be new; if one
         # exists after all, the Pod refuses the whole bulk (409) and the
         # writer resolves it again with optimism off for the rest of the run.

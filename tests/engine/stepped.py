@@ -1,0 +1,180 @@
+"""The engine's planner and writer against a real local Pod store, one bulk at a time.
+
+Each write bulk waits until the test applies it, in the order the test
+picks; applying can lose the answer (the Pod committed, then died), and the
+client's retry of the same bulk, applied later, then meets what the Pod
+holds by then. Searches are answered at once. Everything runs in one thread
+on one event loop, so a schedule replays exactly.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from importer import Item, Record
+from importer.engine._batch import BatchBuilder
+from importer.engine._resolve import Resolver
+from importer.engine._stats import RunStats
+from importer.engine._writer import Writer
+from importer.pod.errors import PodError, error_for_status
+from importer.pod.local._db import create_database
+from importer.pod.local._errors import PodHTTPError
+from importer.pod.local._store import Store
+from importer.schema import CENTRAL_TYPES, PendingEdge
+
+from .connectors import Note, Tag
+
+_SECTIONS = {
+    "create_items": "createItems",
+    "update_items": "updateItems",
+    "delete_items": "deleteItems",
+    "create_edges": "createEdges",
+}
+_TURNS = 50
+"""Event-loop turns the engine gets before each bulk is applied: enough to plan
+several batches (nothing here waits for I/O or a clock)."""
+_IDLE_ROUNDS = 1000
+
+
+@contextmanager
+def open_store(path: Path) -> Iterator[Store]:
+    """A new owner's store that knows the notes connector's types."""
+    key = secrets.token_hex(32)
+    create_database(path, key)
+    store = Store.open(path, key)
+    try:
+        store.conn.execute("PRAGMA synchronous = OFF")  # a test's Pod need not survive power loss
+        types: list[type[Item]] = [*CENTRAL_TYPES, Note, Tag]
+        store.add_schema({"nodes": {t.item_type: {"properties": t.pod_schema()} for t in types}})
+        yield store
+    finally:
+        store.close()
+
+
+@dataclass
+class SentBulk:
+    body: dict[str, Any]
+    answered: anyio.Event = field(default_factory=anyio.Event)
+    error: PodError | None = None
+    answer_lost: bool = False
+
+
+class SteppedPod:
+    """A client of ``store`` whose write bulks wait to be applied by :meth:`apply`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.sent: list[SentBulk] = []
+        """Bulks waiting to be applied, oldest first."""
+
+    async def search(self, filters: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        found: list[list[dict[str, Any]]] = self.store.bulk({"search": filters})["search"]
+        return found
+
+    async def bulk(self, **sections: Any) -> None:
+        sent = SentBulk({_SECTIONS[name]: value for name, value in sections.items() if value})
+        self.sent.append(sent)
+        await sent.answered.wait()
+        if sent.error is not None:
+            raise sent.error
+
+    def apply(self, index: int = 0, *, lose_answer: bool = False) -> PodError | None:
+        """Apply waiting bulk ``index``; with ``lose_answer`` its retry stays waiting."""
+        sent = self.sent[index]
+        try:
+            self.store.bulk(sent.body)
+            error = None
+        except PodHTTPError as exc:
+            error = error_for_status(exc.status, exc.message)
+        if lose_answer and error is None and not sent.answer_lost:
+            sent.answer_lost = True
+            return None
+        del self.sent[index]
+        sent.error = error
+        sent.answered.set()
+        return error
+
+    def pending_edges(self) -> set[tuple[str, str, str]]:
+        """The edges the Pod holds as (not deleted) PendingEdge items."""
+        found = self.store.bulk({"search": [{"type": PendingEdge.item_type, "deleted": False}]})
+        return {(i["edgeSource"], i["edgeName"], i["edgeTarget"]) for i in found["search"][0]}
+
+    def has_edge(self, source: str, name: str, target: str) -> bool:
+        found = self.store.bulk({"search": [{"id": source, "[[edges]]": {}}]})["search"][0]
+        return any(
+            edge.get("_edge") == name and (edge.get("_item") or {}).get("id") == target
+            for item in found
+            for edge in item.get("[[edges]]", [])
+        )
+
+
+Scheduler = Callable[[SteppedPod], None]
+"""Applies one or more of the waiting bulks (the engine waits for the Pod)."""
+
+
+def oldest_first(pod: SteppedPod) -> None:
+    pod.apply(0)
+
+
+async def run_batches(
+    pod: SteppedPod,
+    batches: Sequence[Sequence[Record]],
+    schedule: Scheduler = oldest_first,
+    *,
+    max_in_flight: int = 3,
+) -> None:
+    """One run of ``batches`` as the engine makes it, bulks applied by ``schedule``.
+
+    Like a run, it first settles the pending edges the Pod holds whose ends
+    both exist; unlike one, it has no second pass at its end: what the
+    plans leave is what the test sees.
+    """
+    resolver = Resolver(pod.search, cache_size=1000)
+    live = pod.store.bulk({"search": [{"type": PendingEdge.item_type, "deleted": False}]})
+    resolver.load_pending(live["search"][0])
+    settle = await resolver.settle_pending()
+    edges = [{"_source": s, "_name": n, "_target": t} for s, n, t in settle.create_edges]
+    if edges or settle.delete_items:
+        pod.store.bulk({"deleteItems": settle.delete_items, "createEdges": edges})
+    builder = BatchBuilder("notes", {}, max_records=10_000, max_bytes=1 << 30)
+    done = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        writer = Writer(
+            pod,
+            resolver,
+            RunStats(),
+            tg,
+            account_id="unused",  # the batches carry no checkpoints
+            max_in_flight=max_in_flight,
+            upload_concurrency=1,
+        )
+
+        async def plan_and_write() -> None:
+            for records in batches:
+                for record in records:
+                    builder.add(record)
+                await writer.submit(await writer.resolve(builder.take()))
+            while writer.plans_owed():
+                await writer.submit(await writer.resolve(builder.take()))
+            await writer.finish()
+            done.set()
+
+        tg.start_soon(plan_and_write)
+        idle = 0
+        while not done.is_set():
+            for _ in range(_TURNS):
+                await anyio.lowlevel.checkpoint()
+            if pod.sent:
+                schedule(pod)
+                idle = 0
+            else:
+                idle += 1
+                assert idle < _IDLE_ROUNDS, "the run neither ends nor sends a bulk"
