@@ -419,6 +419,10 @@ class Resolver:
                 # item after this one: the resent plan must still store it.
                 self._recreate.append(key)
         for key in plan.pending_resolved:
+            # Settled against the edge found in the Pod, it is known without
+            # being in create_edges: kept known, the resent plan would skip it
+            # before seeing it pending again, and keep its PendingEdge.
+            self.edges_known.discard(key)
             self._file_pending(key)
 
     def _file_pending(self, key: EdgeKey) -> None:

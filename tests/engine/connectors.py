@@ -137,6 +137,29 @@ class LinkedElsewhere(Connector[NotesOptions]):
         await other.create_edge(note_id(0), note_id(1), "answers")
 
 
+class LinkedThenSeen(Connector[NotesOptions]):
+    """First run: note 0 answering note 1, which is missing.  Next run: another
+    writer adds note 1 and that edge, then the source yields note 1 too."""
+
+    name = "notes"
+    options_model = NotesOptions
+    item_types = (Note, Tag)
+
+    def __init__(self, other_writer: Any) -> None:
+        self.other_writer = other_writer
+
+    async def fetch(self, ctx: RunContext[NotesOptions]) -> AsyncIterator[Record]:
+        if ctx.checkpoint() is None:
+            yield Note(externalId="note-0", title="Note 0")
+            yield Edge(note_id(0), "answers", note_id(1))
+            yield Checkpoint({"next": 1})
+            return
+        other = self.other_writer
+        await other.create_item(Note(externalId="note-1", title="from elsewhere").to_pod())
+        await other.create_edge(note_id(0), note_id(1), "answers")
+        yield Note(externalId="note-1", title="Note 1")
+
+
 class Page(Item):
     """A type whose sightings give all its mutable fields: None erases."""
 
