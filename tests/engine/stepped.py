@@ -10,7 +10,7 @@ on one event loop, so a schedule replays exactly.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,3 +178,52 @@ async def run_batches(
             else:
                 idle += 1
                 assert idle < _IDLE_ROUNDS, "the run neither ends nor sends a bulk"
+
+
+class Replay:
+    """Applies the bulks as ``choices`` say, then always the first option.
+
+    An option is a waiting bulk, applied with its answer or (with
+    ``lose_answers``, once per bulk) without. ``options`` records how many
+    there were at each step: the schedules not taken.
+    """
+
+    def __init__(self, choices: list[int], *, lose_answers: bool) -> None:
+        self.choices = choices
+        self.lose_answers = lose_answers
+        self.taken: list[int] = []
+        self.options: list[int] = []
+
+    def __repr__(self) -> str:
+        return f"schedule {self.taken}"
+
+    def __call__(self, pod: SteppedPod) -> None:
+        options = [(index, False) for index in range(len(pod.sent))]
+        if self.lose_answers:
+            options += [(i, True) for i, sent in enumerate(pod.sent) if not sent.answer_lost]
+        step = len(self.taken)
+        choice = self.choices[step] if step < len(self.choices) else 0
+        self.taken.append(choice)
+        self.options.append(len(options))
+        index, lose = options[choice]
+        pod.apply(index, lose_answer=lose)
+
+
+async def every_schedule(
+    attempt: Callable[[Scheduler], Awaitable[None]], *, lose_answers: bool
+) -> int:
+    """Calls ``attempt`` once with each schedule of the bulks it sends; how many there were.
+
+    ``attempt`` must start from the same state each time: its bulks, and so
+    the choices, are then the same up to where a schedule differs.
+    """
+    unexplored: list[list[int]] = [[]]
+    count = 0
+    while unexplored:
+        replay = Replay(unexplored.pop(), lose_answers=lose_answers)
+        await attempt(replay)
+        count += 1
+        for step in range(len(replay.choices), len(replay.taken)):
+            taken = replay.taken[:step]
+            unexplored += [[*taken, other] for other in range(1, replay.options[step])]
+    return count
