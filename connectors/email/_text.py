@@ -7,7 +7,7 @@ import re
 
 from . import _iso2022
 
-__all__ = ["charset_codec", "clean_text", "decode_bytes", "decode_raw", "fix_surrogates"]
+__all__ = ["charset_codec", "clean_text", "decode_bytes", "decode_raw"]
 
 _CHARSET_ALIASES = {
     "unknown-8bit": None,
@@ -173,29 +173,6 @@ def _literal(utf8: bytes | None) -> int:
     return utf8.count(b"\xef\xbf\xbd")
 
 
-def _has_surrogates(value: str) -> bool:
-    """Surrogates are what UTF-8 cannot encode: a C encode, where a regex search
-    took ~8 ns a character."""
-    if value.isascii():
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def fix_surrogates(value: str) -> str:
-    """Re-decode the 8-bit bytes the email parser kept as surrogate escapes."""
-    if not _has_surrogates(value):
-        return value
-    try:
-        raw = value.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return _SURROGATES.sub("\ufffd", value)
-    return decode_bytes(raw)
-
-
 def decode_raw(value: str, hint: str | None = None) -> str:
     """A header field as the parser hands it on, its 8-bit bytes (kept as surrogate
     escapes) or ISO-2022 escapes decoded; ``hint`` as for :func:`decode_bytes`."""
@@ -217,7 +194,9 @@ def clean_text(value: str) -> str:
     try:
         data = value.encode("utf-8")
     except UnicodeEncodeError:
-        value = _SURROGATES.sub("\ufffd", fix_surrogates(value))
+        # Surrogates: the 8-bit bytes the email parser kept as escapes, read
+        # again; any left (not from the parser) become U+FFFD.
+        value = _SURROGATES.sub("\ufffd", decode_raw(value))
         data = value.encode("utf-8")
     kept = data.translate(None, _CONTROL_BYTES)
     return value if len(kept) == len(data) else kept.decode("utf-8")
