@@ -112,9 +112,8 @@ class Flagger(Connector[NotesOptions]):
             yield Update(Note(externalId=f"note-{i}", starred=True))
 
 
-class LinkedElsewhere(Connector[NotesOptions]):
-    """Note 0 answering note 1; once the engine has stored that edge as
-    pending, another writer adds note 1 and the edge itself."""
+class _WithOtherWriter(Connector[NotesOptions]):
+    """Notes whose source works beside another writer of the same Pod."""
 
     name = "notes"
     options_model = NotesOptions
@@ -122,6 +121,11 @@ class LinkedElsewhere(Connector[NotesOptions]):
 
     def __init__(self, other_writer: Any) -> None:
         self.other_writer = other_writer
+
+
+class LinkedElsewhere(_WithOtherWriter):
+    """Note 0 answering note 1; once the engine has stored that edge as
+    pending, another writer adds note 1 and the edge itself."""
 
     async def fetch(self, ctx: RunContext[NotesOptions]) -> AsyncIterator[Record]:
         yield Note(externalId="note-0", title="Note 0")
@@ -137,16 +141,9 @@ class LinkedElsewhere(Connector[NotesOptions]):
         await other.create_edge(note_id(0), note_id(1), "answers")
 
 
-class LinkedThenSeen(Connector[NotesOptions]):
+class LinkedThenSeen(_WithOtherWriter):
     """First run: note 0 answering note 1, which is missing.  Next run: another
     writer adds note 1 and that edge, then the source yields note 1 too."""
-
-    name = "notes"
-    options_model = NotesOptions
-    item_types = (Note, Tag)
-
-    def __init__(self, other_writer: Any) -> None:
-        self.other_writer = other_writer
 
     async def fetch(self, ctx: RunContext[NotesOptions]) -> AsyncIterator[Record]:
         if ctx.checkpoint() is None:
