@@ -2,7 +2,7 @@
 
 Every web connector needs these, and each is easy to get subtly wrong (a
 ``Retry-After`` date, a password logged with its URL, an ETag that cannot be
-sent back, an answer that never ends), so the SDK has them once: see
+sent back, an answer that never ends or trickles), so the SDK has them once: see
 docs/connectors.md.
 """
 
@@ -21,9 +21,11 @@ from pydantic import AfterValidator
 from .pod._retry import parse_retry_after
 
 __all__ = [
+    "DEADLINE",
     "MAX_BYTES",
     "HttpURL",
     "TooLarge",
+    "TooSlow",
     "absolute",
     "conditions",
     "cut_off",
@@ -38,25 +40,43 @@ class TooLarge(Exception):
     """An answer's body is larger than the caller takes."""
 
 
+class TooSlow(TimeoutError):
+    """An answer took longer, headers to last byte, than the caller waits."""
+
+
 MAX_BYTES = 50 * 2**20
 """The default cap of :func:`get_capped`: far over any feed or page a person subscribes to."""
 
+DEADLINE = 300.0
+"""The default deadline of :func:`get_capped`, in seconds: a big podcast feed on a slow link."""
+
 
 async def get_capped(
-    http: httpx.AsyncClient, url: str, *, max_bytes: int = MAX_BYTES, **kwargs: Any
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    max_bytes: int = MAX_BYTES,
+    deadline: float | None = DEADLINE,
+    **kwargs: Any,
 ) -> httpx.Response:
     """``http.get(url, **kwargs)``, its body read up to ``max_bytes`` (more: :class:`TooLarge`).
 
     A URL that is no document (a podcast's audio, a live stream that never
     ends) would be read whole into memory, or for ever.  The bytes counted are
-    the decoded ones: a small gzip of a huge body is stopped as well.
+    the decoded ones: a small gzip of a huge body is stopped as well.  The
+    whole answer, headers to last byte, gets ``deadline`` seconds (None: no
+    limit; past it, :class:`TooSlow`): a server sending a byte now and then
+    never trips a per-read timeout, and would hold the caller for hours.
     """
-    async with http.stream("GET", url, **kwargs) as response:
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > max_bytes:
-                raise TooLarge(f"the answer is over {max_bytes} bytes")
+    with anyio.move_on_after(deadline) as scope:
+        async with http.stream("GET", url, **kwargs) as response:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise TooLarge(f"the answer is over {max_bytes} bytes")
+    if scope.cancelled_caught:
+        raise TooSlow(f"the answer took more than {deadline:g} s")
     encoded = (b"content-encoding", b"content-length")  # of the bytes before decoding
     headers = [(k, v) for k, v in response.headers.raw if k.lower() not in encoded]  # as sent
     return httpx.Response(

@@ -57,6 +57,7 @@ class Options(BaseModel):
     timeout: float = 30.0
     user_agent: str = "importer-rss/0.1"
     max_retry_wait: float = 60.0  # seconds: the longest pause a Retry-After can impose
+    deadline: float = web.DEADLINE  # seconds for one answer, headers to last byte
 
 
 class FeedsConnector(Connector[Options]):
@@ -83,7 +84,8 @@ async def _feed(
     shown, auth = web.split_credentials(url)  # the feed's URL in the Pod and logs: no password
     try:  # the checkpoint is the headers of a conditional GET: unchanged, a feed answers 304
         sent = web.conditions(ctx.checkpoint(shown))
-        get = partial(web.get_capped, http, shown, headers=sent, auth=auth)
+        deadline = ctx.options.deadline  # a feed that trickles must not hold up the others
+        get = partial(web.get_capped, http, shown, headers=sent, auth=auth, deadline=deadline)
         response = await web.polite(get, max_wait=ctx.options.max_retry_wait)
         ok = response.status_code == 200  # parsing is CPU work: off the event loop
         parsed = await anyio.to_thread.run_sync(_parse, response) if ok else None

@@ -1,8 +1,8 @@
 """A real HTTP server on 127.0.0.1 that serves feeds whose content a test controls.
 
 It answers conditional GETs with 304, can be told to answer 429/503 first, to
-be slow, to redirect every request or to stream without end, and records
-every request it saw (headers included).
+be slow, to redirect every request, to stream without end or to trickle its
+body a byte at a time, and records every request it saw (headers included).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class Resource:
     """Every request answered with this redirect and no body: ``(301, "/new.xml")``."""
     endless: bool = False
     """The body is sent again and again until the client hangs up (a live audio stream)."""
+    trickle: float = 0.0
+    """Seconds between the body's bytes, sent one at a time after the headers (a stalling host)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class FeedServer:
         self.port = 0
         self.resources: dict[str, Resource] = {}
         self.requests: list[Request] = []
+        self.stopping = threading.Event()
+        """Set when the server stops: a trickling answer ends at once."""
+        self.trickling: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def url(self, path: str) -> str:
@@ -106,6 +111,7 @@ def _handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
             status, out, body = server.answer(self.path, headers)
             resource = server.resources.get(self.path)
             endless = status == 200 and resource is not None and resource.endless
+            trickle = resource.trickle if status == 200 and resource is not None else 0.0
             try:
                 self.send_response(status)
                 for name, value in out.items():
@@ -113,11 +119,22 @@ def _handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
                 if not endless:  # else the body ends when the connection does (HTTP/1.0)
                     self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if trickle:
+                    self._trickle(body, trickle)
+                else:
+                    self.wfile.write(body)
                 while endless:
                     self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test)
+
+        def _trickle(self, body: bytes, interval: float) -> None:
+            with server._lock:
+                server.trickling.append(threading.current_thread())
+            for byte in body:
+                if server.stopping.wait(interval):
+                    return
+                self.wfile.write(bytes([byte]))
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -137,9 +154,12 @@ def feed_server() -> Iterator[FeedServer]:
     try:
         yield server
     finally:
+        server.stopping.set()
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+        for handler in server.trickling:  # not left writing to a test that is over
+            handler.join()
 
 
 def closed_port_url() -> str:

@@ -66,6 +66,31 @@ async def test_an_answer_without_end_is_given_up_and_the_other_feeds_import(
     assert [e["title"] for e in _entries(snap, fine).values()] == ["One"]
 
 
+async def test_a_feed_that_trickles_is_cut_off_at_its_deadline_and_the_others_import(
+    tmp_path: Path,
+) -> None:
+    # Headers at once, then a byte every 0.3 s: each read comes before the per-read timeout,
+    # and the body would take minutes, holding up every feed after it.
+    with feed_server() as server:
+        trickling = rss("Trickle", [{"guid": "t", "title": "T"}])
+        server.resources["/trickle.xml"] = Resource(trickling, trickle=0.3)
+        server.resources["/fine.xml"] = Resource(rss("Fine", [{"guid": "1", "title": "One"}]))
+        slow, fine = server.url("/trickle.xml"), server.url("/fine.xml")
+        options = {"feeds": [slow, fine], "deadline": 1.0, "timeout": 5.0}
+        async with local_pod(tmp_path / "pod") as pod:
+            with anyio.fail_after(20):
+                result = await run_connector(connector, options, client=pod, data_dir=tmp_path)
+            snap = await snapshot(pod)
+        assert [r.status for r in server.seen("/trickle.xml")] == [200]
+
+    assert result.error is None
+    assert [(s.ref, s.reason) for s in result.skipped] == [
+        (slow, "failed: TooSlow: the answer took more than 1 s")
+    ]
+    assert [f["url"] for f in snap.of_type("RSSFeed")] == [fine]
+    assert [e["title"] for e in _entries(snap, fine).values()] == ["One"]
+
+
 async def test_compressed_and_permanently_moved_feeds_import_every_run(tmp_path: Path) -> None:
     items = [{"guid": "1", "title": "One"}]
     with feed_server() as server:
