@@ -1,13 +1,15 @@
-"""For connectors that fetch over HTTP: polite retries, bounded bodies, conditional GETs.
+"""For connectors that fetch over HTTP: polite retries, bounded bodies, conditional GETs, feeds.
 
 Every web connector needs these, and each is easy to get subtly wrong (a
 ``Retry-After`` date, a password logged with its URL, an ETag that cannot be
-sent back, an answer that never ends or trickles), so the SDK has them once: see
-docs/connectors.md.
+sent back, an answer that never ends or trickles, a feed body taken for a
+file name), so the SDK has them once: see docs/connectors.md.
 """
 
 from __future__ import annotations
 
+import io
+from calendar import timegm
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import urljoin
@@ -15,6 +17,7 @@ from xml.parsers.expat import errors
 from xml.sax import SAXParseException
 
 import anyio
+import feedparser  # type: ignore[import-untyped]  # feedparser ships no type hints
 import httpx
 from pydantic import AfterValidator
 
@@ -29,8 +32,11 @@ __all__ = [
     "absolute",
     "conditions",
     "cut_off",
+    "feed_date",
     "get_capped",
+    "parse_feed",
     "polite",
+    "skip_reason",
     "split_credentials",
     "validators",
 ]
@@ -107,6 +113,12 @@ async def polite(
     return response
 
 
+def skip_reason(exc: Exception) -> str:
+    """Why a fetch that raised ``exc`` is skipped: unreachable (network, HTTP) or failed."""
+    kind = "unreachable" if isinstance(exc, httpx.HTTPError | httpx.InvalidURL) else "failed"
+    return f"{kind}: {type(exc).__name__}: {exc}".removesuffix(": ")
+
+
 def check_http_url(url: str) -> str:
     """``url`` if it is an http(s) address with a host; a config error names the key."""
     try:
@@ -178,3 +190,22 @@ def cut_off(error: object) -> bool:
     are no sign of that.
     """
     return isinstance(error, SAXParseException) and error.getMessage() in _ENDED_EARLY
+
+
+def parse_feed(response: httpx.Response) -> Any:
+    """The RSS or Atom feed in ``response``, parsed by feedparser (CPU work: run it in a thread).
+
+    The body is given as a file object: given bytes, feedparser first tries
+    them as a local file's name, and a server could make it read one.
+    """
+    return feedparser.parse(io.BytesIO(response.content), response_headers=dict(response.headers))
+
+
+def feed_date(entry: Any, key: str) -> int | None:
+    """A feedparser entry's date ``key`` (``"updated_parsed"``) in milliseconds; None: it has none.
+
+    feedparser gives UTC ``struct_time``s, and its ``get`` falls back from an
+    "updated" date the entry lacks to the "published" one: ``dict.get`` does not.
+    """
+    parsed = dict.get(entry, key)
+    return timegm(parsed) * 1000 if parsed else None

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
-from calendar import timegm
 from collections import Counter
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
 import anyio
-import feedparser  # type: ignore[import-untyped]  # feedparser ships no type hints
 import httpx
 from pydantic import BaseModel
 
@@ -88,10 +85,9 @@ async def _feed(
         get = partial(web.get_capped, http, shown, headers=sent, auth=auth, deadline=deadline)
         response = await web.polite(get, max_wait=ctx.options.max_retry_wait)
         ok = response.status_code == 200  # parsing is CPU work: off the event loop
-        parsed = await anyio.to_thread.run_sync(_parse, response) if ok else None
+        parsed = await anyio.to_thread.run_sync(web.parse_feed, response) if ok else None
     except Exception as exc:  # whatever breaks one feed is that feed's error alone
-        kind = "unreachable" if isinstance(exc, httpx.HTTPError | httpx.InvalidURL) else "failed"
-        ctx.skip(shown, f"{kind}: {type(exc).__name__}: {exc}".removesuffix(": "))
+        ctx.skip(shown, web.skip_reason(exc))
         return
     if response.status_code == 304 and sent:  # unchanged since the last run
         return
@@ -118,11 +114,6 @@ async def _feed(
     yield Checkpoint(web.validators(response), stream=shown)
 
 
-def _parse(response: httpx.Response) -> Any:
-    """The feed in ``response``, from a file object: feedparser tries bytes as a file name."""
-    return feedparser.parse(io.BytesIO(response.content), response_headers=dict(response.headers))
-
-
 async def _entry(ctx: RunContext[Any], feed: str, base: str, entry: Any, alone: bool) -> RSSEntry:
     """The entry, known by its id (an RSS guid), else its link, else a hash of what it says."""
     item = RSSEntry(
@@ -132,8 +123,8 @@ async def _entry(ctx: RunContext[Any], feed: str, base: str, entry: Any, alone: 
         summary=entry.get("summary"),
         content=(entry.get("content") or [{}])[0].get("value"),
         author=entry.get("author"),
-        datePublished=_millis(entry, "published_parsed"),
-        dateUpdated=_millis(entry, "updated_parsed"),
+        datePublished=web.feed_date(entry, "published_parsed"),
+        dateUpdated=web.feed_date(entry, "updated_parsed"),
         enclosure=web.absolute(base, (entry.get("enclosures") or [{}])[0].get("href")),
     )
     # Id-less entries sharing a link are hashed with it; the Pod says which id an entry had.
@@ -149,12 +140,6 @@ async def _entry(ctx: RunContext[Any], feed: str, base: str, entry: Any, alone: 
         same = all(first.get(k) == getattr(item, k) for k in ("title", "summary", "datePublished"))
         item.externalId = link if first and same else hashed
     return item
-
-
-def _millis(entry: Any, key: str) -> int | None:
-    """A date of the entry in milliseconds (feedparser gives UTC ``struct_time``s)."""
-    parsed = dict.get(entry, key)  # dict's get: no fallback from "updated" to "published"
-    return timegm(parsed) * 1000 if parsed else None
 
 
 connector = FeedsConnector()

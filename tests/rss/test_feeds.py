@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-import connectors.rss as rss_module
 from connectors.rss import RSSEntry, RSSFeed, connector
+from importer import web
 from importer.model import derive_id
 from importer.testing import check_connector, local_pod, run_connector, snapshot
 
@@ -85,6 +85,7 @@ async def test_rss_and_atom_feeds_land_with_their_entries(tmp_path: Path) -> Non
     assert first["content"] == "<p>The <b>first</b> body</p>"
     assert first["author"] == "ann@blog.example (Ann)"
     assert first["datePublished"] == _millis(2024, 5, 1, 8)
+    assert "dateUpdated" not in first  # not feedparser's stand-in: the published date
     assert first["feedUrl"] == blog
     # No guid: the link identifies the entry.
     second = posts["https://blog.example/second"]
@@ -384,14 +385,14 @@ async def test_an_unexpected_failure_in_one_feed_is_its_error_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A bug met in one feed only (here, parsing one feed's body raises).
-    real_parse = rss_module._parse
+    real_parse = web.parse_feed
 
     def parse(response: Any) -> Any:
         if response.url.path == "/odd.xml":
             raise RuntimeError("no parser for this one")
         return real_parse(response)
 
-    monkeypatch.setattr(rss_module, "_parse", parse)
+    monkeypatch.setattr(web, "parse_feed", parse)
     with feed_server() as server:
         server.resources["/odd.xml"] = Resource(rss("Odd", BLOG_ITEMS[:1]))
         server.resources["/fine.xml"] = Resource(rss("Fine", BLOG_ITEMS[:1]))
