@@ -163,6 +163,19 @@ def test_value_types_are_stored_faithfully(pod: PodCaller) -> None:
     pod.fails("create_item", {"type": "Reading", "ok": 0}, 400)
 
 
+@pytest.mark.parametrize("number", [2**53 + 1, 2**62, -(2**63), 2**64 - 1, 10**20])
+def test_a_real_takes_any_json_integer(pod: PodCaller, number: int) -> None:
+    """JSON does not tell 2**62 from 2.0**62: a Real is the nearest 64-bit float, any size."""
+    pod.schema({"Reading": {"value": "Real"}})
+    pod.ok("create_item", {"type": "Reading", "id": "big", "value": number})
+    (item,) = pod.ok("get_item", "big")
+    assert item["value"] == float(number) and isinstance(item["value"], float)
+    found = pod.search({"type": "Reading", "value": number})
+    assert [i["id"] for i in found] == ["big"]
+    pod.ok("update_item", {"id": "big", "value": -number})
+    assert pod.ok("get_item", "big")[0]["value"] == -float(number)
+
+
 @pytest.mark.parametrize(
     "item",
     [

@@ -100,8 +100,13 @@ def _integer(value: Any) -> Any:
 def _real(value: Any) -> Any:
     if type(value) is float:
         return value if math.isfinite(value) else _INVALID
-    if type(value) is int and abs(value) <= 2**53:
-        return float(value)
+    if type(value) is int:
+        # JSON has one kind of number: an integer of any size is a Real, held
+        # as the nearest 64-bit float (as orjson already does beyond 64 bits).
+        try:
+            return float(value)
+        except OverflowError:
+            return _INVALID
     return _INVALID
 
 
