@@ -37,6 +37,7 @@ _TRANSPOSE = {
     8: (Image.Transpose.ROTATE_90,),
 }
 """EXIF orientation -> what turns the stored pixels upright."""
+_ORIENTATION_TAG = 0x0112
 _WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
 
@@ -123,17 +124,22 @@ def _read(image: Image.Image, size: int) -> ImageInfo:
     mode = image.mode
     channels = len(image.getbands())
     exif = _exif_of(image)
-    if exif.orientation >= 5:
-        width, height = height, width
+    orientation = exif.orientation
     if fmt in ("JPEG", "MPO"):
         image.draft("RGB", _thumbnail_box(image.size, size))
     image.load()
+    if orientation != 1 and _turned_while_loading(image, orientation):
+        # This format has no reduced decoding: the size is the full upright one.
+        orientation = 1
+        width, height = image.size
+    elif orientation >= 5:
+        width, height = height, width
     picture = _displayable(image)
     # Bicubic (Pillow's default here): the reduced decoding did most of the
     # shrinking, what is left is less than 2x, where Lanczos costs a third
     # more for no visible gain.
     picture.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
-    for step in _TRANSPOSE.get(exif.orientation, ()):
+    for step in _TRANSPOSE.get(orientation, ()):
         picture = picture.transpose(step)
     encoded = io.BytesIO()
     picture.save(encoded, "JPEG", quality=_THUMBNAIL_QUALITY)
@@ -160,6 +166,18 @@ def _thumbnail_box(stored: tuple[int, int], size: int) -> tuple[int, int]:
     width, height = stored
     scale = min(1.0, size / max(width, height, 1))
     return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
+
+
+def _turned_while_loading(image: Image.Image, orientation: int) -> bool:
+    """Whether Pillow turned the image upright itself, as it does TIFF since Pillow 11.
+
+    It then takes the orientation tag away; turning the picture again would
+    show it upside down or sideways.
+    """
+    try:
+        return image.getexif().get(_ORIENTATION_TAG) != orientation
+    except Exception:
+        return False
 
 
 def _exif_of(image: Image.Image) -> ExifInfo:

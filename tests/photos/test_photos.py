@@ -145,6 +145,42 @@ async def test_exif_orientation_date_and_gps(tmp_path: Path) -> None:
         assert not outgoing(snap, local["id"], "location")
 
 
+async def test_turned_photos_of_every_format_are_upright_once(tmp_path: Path) -> None:
+    """Size and thumbnail are upright whether or not Pillow turns a format itself.
+
+    Pillow (since 11) turns TIFF images upright while loading them, and reports
+    the upright size as soon as they are opened; turning them again would
+    show them upside down.
+    """
+    root = tmp_path / "pictures"
+    stored = (320, 200)
+    turns = {
+        3: Image.Transpose.ROTATE_180,
+        6: Image.Transpose.ROTATE_270,
+        8: Image.Transpose.ROTATE_90,
+    }
+    files: dict[Path, tuple[int, int]] = {}
+    cases = [(suffix, turn) for suffix in ("jpg", "png", "webp", "tiff") for turn in turns]
+    for seed, (suffix, orientation) in enumerate(cases, start=30):
+        exif = exif_bytes(orientation=orientation)
+        path = write_image(root / f"o{orientation}.{suffix}", seed, stored, exif=exif)
+        files[path] = (orientation, seed)
+    async with local_pod(tmp_path / "pod") as pod:
+        await run(pod, tmp_path, [root])
+        snap = await snapshot(pod)
+        for path, (orientation, seed) in files.items():
+            photo = snap.items[sha_id(path)]
+            upright = stored if orientation == 3 else stored[::-1]
+            assert (photo["width"], photo["height"]) == upright, path.name
+            (thumb,) = outgoing(snap, photo["id"], "thumbnail")
+            with Image.open(io.BytesIO(await content(pod, thumb["sha256"]))) as small:
+                assert small.size == (upright[0] * 256 // 320, upright[1] * 256 // 320), path.name
+                got = np.asarray(small.convert("RGB"), dtype=np.float32)
+                expected = scene(seed, stored).transpose(turns[orientation]).resize(small.size)
+            # A picture turned the wrong way differs by several times this on average.
+            assert np.abs(got - np.asarray(expected, dtype=np.float32)).mean() < 12, path.name
+
+
 async def test_same_file_in_two_folders_is_one_photo_with_both_paths(tmp_path: Path) -> None:
     first = write_image(tmp_path / "one" / "x.jpg", 11)
     second = tmp_path / "two" / "nested" / "copy.jpg"
