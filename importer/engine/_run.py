@@ -488,7 +488,11 @@ class _Run:
     async def _pipeline(
         self, ctx: RunContext[Any], state: dict[str, Any], skipped_uploads: SkippedUploads
     ) -> None:
-        resolver = Resolver(self._bulk_search, cache_size=self.settings.cache_size)
+        # A dry run asks the Pod about every item: with nothing sent, no
+        # refused bulk would ever correct an optimistic guess.
+        resolver = Resolver(
+            self._bulk_search, cache_size=self.settings.cache_size, optimistic=not self.dry_run
+        )
         await self._load_pending(resolver)
         self.stats.edges_pending = resolver.pending_count()
         builder = BatchBuilder(

@@ -267,7 +267,9 @@ class Writer:
             self.resolver.acknowledged(plan)
             self._count(plan)
             self.stats.bulks += 1
-            if plan.uploads and not self.dry_run:
+            if self.dry_run:
+                self.stats.files_uploaded += len(plan.uploads)  # what would be uploaded
+            elif plan.uploads:
                 async with anyio.create_task_group() as uploads:
                     for payload in plan.uploads:
                         uploads.start_soon(self._upload, payload)

@@ -78,3 +78,40 @@ def test_a_rerun_with_nothing_new_loads_neither_pillow_nor_numpy(tmp_path: Path)
     assert "adhoc: imported 4 created" in third.stdout + third.stderr
     found = importer(tmp_path, "pod", "search", "--type", "Photo", "--limit", "10")
     assert found.stdout.count('"perceptualHash"') == 3
+
+
+def _summary(done: subprocess.CompletedProcess[str], verb: str) -> str:
+    """The account's summary line, without its verb."""
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("adhoc: ")]
+    assert line.startswith(f"adhoc: {verb} "), line
+    return line.removeprefix(f"adhoc: {verb} ")
+
+
+def _items(tmp_path: Path) -> list[str]:
+    found = importer(tmp_path, "pod", "search")
+    assert found.returncode == 0, found.stderr
+    return sorted(found.stdout.splitlines())
+
+
+def test_a_dry_run_reports_what_the_run_then_does(tmp_path: Path) -> None:
+    """--dry-run asks the Pod what it holds: items and edges already there are
+    not counted as created, files to upload are counted, and nothing is written."""
+    pictures = tmp_path / "pictures"
+    for i in range(3):
+        write_image(pictures / f"p{i}.jpg", 500 + i, (160, 120))
+    roots = "roots=" + json.dumps([str(pictures)])
+    steps: list[tuple[str, ...]] = [(), (), ("--full-refresh",)]
+    for step, flags in enumerate(steps):
+        if step == 1:  # a copy at a new path, and an edited picture
+            (pictures / "sub").mkdir()
+            (pictures / "sub" / "copy.jpg").write_bytes((pictures / "p0.jpg").read_bytes())
+            write_image(pictures / "p1.jpg", 600, (160, 120))
+        before = _items(tmp_path)
+        would = _summary(
+            importer(tmp_path, "run", "photos", "-o", roots, "--dry-run", *flags), "would import"
+        )
+        assert _items(tmp_path) == before
+        did = _summary(importer(tmp_path, "run", "photos", "-o", roots, *flags), "imported")
+        assert would == did, (flags, step)
+    assert did == "0 created, 0 updated, 13 unchanged, 0 edges, 0 files"
