@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default loopback)"
     )
-    serve.add_argument("--port", type=int, default=3030)
+    serve.add_argument("--port", type=_port, default=3030, help="TCP port (default 3030)")
     serve.add_argument("--data-dir", type=Path, help="the Pod's data directory")
     serve.add_argument(
         "--no-plugins",
@@ -156,6 +156,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--log-format", choices=["text", "json"], default="text", help="log line format"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _port(text: str) -> int:
+    """A TCP port to listen on; argparse turns the ValueError into a usage error."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, not {text!r}")
+    return port
 
 
 def _parse_value(text: str) -> Any:
@@ -435,12 +446,16 @@ async def _cmd_pod_search(args: argparse.Namespace, config: Config) -> int:
 
 
 def _cmd_pod_serve(args: argparse.Namespace, config: Config) -> int:
-    from .pod.local import serve
+    from .pod.local import ListenError, serve
 
     data_dir = args.data_dir or config.data_dir()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: the Pod is reachable from other machines", args.host)
-    serve(data_dir, host=args.host, port=args.port, plugins=args.plugins)
+    try:
+        serve(data_dir, host=args.host, port=args.port, plugins=args.plugins)
+    except ListenError as exc:
+        print(f"importer: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -102,3 +102,23 @@ def test_remote_pod_without_database_key_is_a_config_error(tmp_path: Path) -> No
     done = importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path, env=env)
     assert done.returncode == 2
     assert "IMPORTER_POD_DATABASE_KEY" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_port_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    for port in ("99999", "0", "-1"):
+        done = importer("pod", "serve", "--port", port, tmp_path=tmp_path, timeout=30)
+        assert done.returncode == 2, (port, done.stderr)
+        assert "--port" in done.stderr and "1 to 65535" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_a_port_in_use_fails_with_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = importer("pod", "serve", "--port", str(port), tmp_path=tmp_path, timeout=30)
+    assert done.returncode == 1, done.stderr
+    assert f"importer: cannot listen on 127.0.0.1:{port}: " in done.stderr
+    assert "in use" in done.stderr
+    assert "Traceback" not in done.stderr and "Started server" not in done.stderr

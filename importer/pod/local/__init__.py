@@ -6,6 +6,6 @@ a server in a background thread.  See ``docs/local-pod.md`` for the design.
 """
 
 from .app import create_app
-from .server import running_pod, serve
+from .server import ListenError, running_pod, serve
 
-__all__ = ["create_app", "running_pod", "serve"]
+__all__ = ["ListenError", "create_app", "running_pod", "serve"]

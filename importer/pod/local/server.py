@@ -7,6 +7,7 @@ embedded Pod, in every ``importer run``, never needs it.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -20,11 +21,27 @@ from .app import create_app
 if TYPE_CHECKING:
     import uvicorn
 
-__all__ = ["running_pod", "serve"]
+__all__ = ["ListenError", "running_pod", "serve"]
 
 
-def _server(app: Any, host: str, port: int, log_level: str) -> uvicorn.Server:
+class ListenError(OSError):
+    """The server's address could not be bound: the port is taken, the host not ours."""
+
+
+def _server(
+    app: Any, host: str, port: int, log_level: str, *, announce: bool = False
+) -> uvicorn.Server:
+    """``announce``: log where it serves once it does, as uvicorn does only
+    for a socket it bound itself."""
     import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if announce and self.started:
+                logging.getLogger("uvicorn.error").info(
+                    "Uvicorn running on %s (Press CTRL+C to quit)", _url(host, port)
+                )
 
     config = uvicorn.Config(
         app,
@@ -35,7 +52,7 @@ def _server(app: Any, host: str, port: int, log_level: str) -> uvicorn.Server:
         server_header=False,
         timeout_graceful_shutdown=5,
     )
-    return uvicorn.Server(config)
+    return Server(config)
 
 
 def serve(
@@ -50,16 +67,44 @@ def serve(
     """Serve the local Pod until interrupted; ``app_options`` go to :func:`create_app`.
 
     ``plugins``: start importers for new run items (``pod serve --no-plugins``
-    turns it off); they call back at this server's address.
+    turns it off); they call back at this server's address.  An address
+    that cannot be bound raises :class:`ListenError` before anything is
+    opened.
     """
-    app = create_app(
-        Path(data_dir), plugins=plugins, plugin_address=_own_address(host, port), **app_options
-    )
+    sock = _bind(host, port)
     try:
-        _server(app, host, port, log_level).run()
+        app = create_app(
+            Path(data_dir), plugins=plugins, plugin_address=_own_address(host, port), **app_options
+        )
+        _server(app, host, port, log_level, announce=True).run(sockets=[sock])
     except KeyboardInterrupt:
         # uvicorn re-raises Ctrl-C after its graceful shutdown (stores closed).
         return
+    finally:
+        sock.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, as uvicorn would bind it.
+
+    Bound here rather than by uvicorn, which logs a failure (a port out of
+    range with a traceback) and exits the process with code 3.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        where = _url(host, port).removeprefix("http://")
+        raise ListenError(f"cannot listen on {where}: {why}") from None
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _own_address(host: str, port: int) -> str:
@@ -68,7 +113,7 @@ def _own_address(host: str, port: int) -> str:
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return _url(host, port)
 
 
 @contextmanager
@@ -91,14 +136,7 @@ def running_pod(
     launcher = app.state.plugins
     if wrap is not None:
         app = wrap(app)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
+    sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     if launcher is not None and launcher.address is None:
         launcher.address = _own_address(host, bound_port)
@@ -123,8 +161,7 @@ def running_pod(
             if time.monotonic() > deadline:
                 raise RuntimeError("the local Pod did not start within 30 s")
             time.sleep(0.01)
-        url_host = f"[{host}]" if family == socket.AF_INET6 else host
-        yield f"http://{url_host}:{bound_port}"
+        yield _url(host, bound_port)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
