@@ -23,15 +23,22 @@ def _client_for(config: Config) -> PodClient:
     where = str(config.source or "configuration")
     if pod.owner_key is None:
         raise ConfigError(f"{where}: pod.owner_key: required when pod.url is a remote Pod")
+    env = pod.database_key_env or (None if pod.database_key_command else ENV_DATABASE_KEY)
     try:
         database_key = resolve_secret(
-            what=f"{where}: pod database key",
-            env=pod.database_key_env or (None if pod.database_key_command else ENV_DATABASE_KEY),
-            command=pod.database_key_command,
+            what=f"{where}: pod database key", env=env, command=pod.database_key_command
         )
     except SecretError as exc:
         raise ConfigError(str(exc)) from None
-    return PodClient(pod.url, pod.owner_key, ClientAuth(database_key), **kwargs)  # type: ignore[arg-type]
+    try:
+        auth = ClientAuth(database_key)
+    except ValueError:
+        # A configuration mistake like any other, named by its source; never shown.
+        source = f"${env}" if env else "pod.database_key_command"
+        raise ConfigError(
+            f"{where}: pod database key from {source}: must be 64 hexadecimal characters"
+        ) from None
+    return PodClient(pod.url, pod.owner_key, auth, **kwargs)  # type: ignore[arg-type]
 
 
 @asynccontextmanager

@@ -122,3 +122,23 @@ def test_a_port_in_use_fails_with_one_line_and_exit_1(tmp_path: Path) -> None:
     assert f"importer: cannot listen on 127.0.0.1:{port}: " in done.stderr
     assert "in use" in done.stderr
     assert "Traceback" not in done.stderr and "Started server" not in done.stderr
+
+
+def test_a_database_key_that_is_not_64_hex_is_a_config_error(tmp_path: Path) -> None:
+    """Named by where it came from, never shown."""
+    malformed = "hunter2-not-a-key-" + secrets.token_hex(8)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[pod]\nurl = "http://127.0.0.1:9"\nowner_key = "{"a" * 64}"\n'
+        f'database_key_command = "echo {malformed}"\n'
+    )
+    by_env = {"IMPORTER_POD_URL": "http://127.0.0.1:9", "IMPORTER_POD_OWNER_KEY": "a" * 64}
+    for source, env in (
+        ("IMPORTER_POD_DATABASE_KEY", {**by_env, "IMPORTER_POD_DATABASE_KEY": malformed}),
+        ("pod.database_key_command", {"IMPORTER_CONFIG": str(config)}),
+    ):
+        done = importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path, env=env)
+        assert done.returncode == 2, done.stderr
+        assert source in done.stderr and "64 hexadecimal characters" in done.stderr
+        assert malformed not in done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
