@@ -142,3 +142,20 @@ def test_a_database_key_that_is_not_64_hex_is_a_config_error(tmp_path: Path) -> 
         assert source in done.stderr and "64 hexadecimal characters" in done.stderr
         assert malformed not in done.stdout + done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_wrong_database_key_is_one_clear_line(tmp_path: Path) -> None:
+    """No SQLCipher diagnostics around it, the key in neither, and nothing touched."""
+    assert importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path).returncode == 0
+    messages = search(tmp_path, "--type", "EmailMessage")
+    key_file = tmp_path / "data" / "keys.json"
+    keys = json.loads(key_file.read_text())
+    wrong = secrets.token_hex(32)
+    key_file.write_text(json.dumps({**keys, "database_key": wrong}))
+    done = importer("pod", "search", "--type", "EmailMessage", tmp_path=tmp_path)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == ["importer: HTTP 401: wrong database key for this owner"]
+    assert wrong not in done.stderr and keys["database_key"] not in done.stderr
+    key_file.write_text(json.dumps(keys))
+    assert search(tmp_path, "--type", "EmailMessage") == messages

@@ -184,6 +184,10 @@ def _migrate(conn: Any) -> None:
 def _configure(conn: Any, database_key: str) -> None:
     if not _HEX64.fullmatch(database_key):
         raise WrongKey
+    # SQLCipher writes its own lines to stderr when a key fails ("hmac check
+    # failed for pgno=1"); the caller answers a wrong key with a 401, and the
+    # command line says so in one line.
+    conn.execute("PRAGMA cipher_log_level = NONE")
     conn.execute(f"PRAGMA key = \"x'{database_key}'\"")
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
