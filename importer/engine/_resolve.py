@@ -368,6 +368,15 @@ class Resolver:
             plan.unchanged += 1
         self.known.put(item_id, self._shared(CREATED_HERE + digest if created_here else digest))
 
+    def know(self, item_id: str, mutable: dict[str, Any]) -> None:
+        """An item in the Pod before the first plan, with these mutable values.
+
+        The owner's Account is made before any record is read: unknown, it
+        would cost a refused bulk (and a checked run), and a dry run, which
+        does not make it, would count it as created.
+        """
+        self.known.put(item_id, self._shared(mutable_digest(mutable)))
+
     def _shared(self, value: str) -> str:
         """One string object per distinct digest (bounded).
 

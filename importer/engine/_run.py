@@ -493,6 +493,7 @@ class _Run:
         resolver = Resolver(
             self._bulk_search, cache_size=self.settings.cache_size, optimistic=not self.dry_run
         )
+        resolver.know(self.account_id, ctx.account.mutable_values())
         await self._load_pending(resolver)
         self.stats.edges_pending = resolver.pending_count()
         builder = BatchBuilder(

@@ -135,6 +135,28 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     assert search(tmp_path, "--type", "EmailMessage") == []
 
 
+def _summary(done: subprocess.CompletedProcess[str], verb: str) -> str:
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip().splitlines()[-1]
+    assert f": {verb} " in line, line
+    return line.split(f": {verb} ", 1)[1]
+
+
+def test_dry_run_of_a_mailbox_with_its_owner_says_what_the_run_then_does(
+    tmp_path: Path,
+) -> None:
+    """The owner's Account, made before any message is read, is no new item to
+    a dry run either: its summary is the one of the run that follows."""
+    run = ("run", "email", "--mbox", str(SAMPLE), "-o", "address=sam@example.org")
+    for _ in range(2):  # into an empty Pod, then with nothing new
+        would = _summary(importer(*run, "--dry-run", tmp_path=tmp_path), "would import")
+        did = _summary(importer(*run, tmp_path=tmp_path), "imported")
+        assert would == did
+    [sam] = search(tmp_path, "--type", "Account", "--where", "handle=sam@example.org")
+    assert sam["isMe"] is True
+    assert len(search(tmp_path, "--type", "EmailMessage")) == 12
+
+
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
