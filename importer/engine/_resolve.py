@@ -51,6 +51,8 @@ HOLD_PLANS = 2
 
 CREATED_HERE = "+"
 """Marks a ``known`` entry as created by this run (digests are hex: never "+")."""
+NOT_COUNTED = "="
+"""Marks a ``known`` entry of an item in the Pod that no plan has counted yet."""
 
 
 def pending_edge_id(key: EdgeKey) -> str:
@@ -77,6 +79,8 @@ class Plan:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    counted: list[tuple[str, str]] = field(default_factory=list)
+    """Items (id, mutable digest in the Pod) this plan counted as unchanged for the run."""
     pending_added: list[EdgeKey] = field(default_factory=list)
     pending_resolved: list[EdgeKey] = field(default_factory=list)
 
@@ -338,6 +342,7 @@ class Resolver:
         digest = mutable_digest(entry.mutable)
         payload = plan.batch.files.get(item_id)
         created_here = False
+        counted = False
         if in_pod is not None:
             known_digest = mutable_digest({k: in_pod.get(k) for k in entry.mutable})
             if (
@@ -359,13 +364,21 @@ class Resolver:
                 if payload is not None:
                     plan.uploads.append(payload)
                 return
-            known_digest = cached.removeprefix(CREATED_HERE)
-            created_here = cached.startswith(CREATED_HERE)
+            if cached.startswith(NOT_COUNTED):
+                known_digest = cached.removeprefix(NOT_COUNTED)
+            else:
+                # Seen earlier in this run, and counted then: counting every
+                # sighting made the summary depend on how records fell into
+                # batches (one sighting per batch), and so on timing.
+                counted = True
+                known_digest = cached.removeprefix(CREATED_HERE)
+                created_here = cached.startswith(CREATED_HERE)
         if entry.mutable and digest != known_digest:
             plan.update_items.append({"id": item_id, **entry.mutable})
             plan.updated += 1
-        else:
+        elif not counted:
             plan.unchanged += 1
+            plan.counted.append((item_id, known_digest))
         self.known.put(item_id, self._shared(CREATED_HERE + digest if created_here else digest))
 
     def know(self, item_id: str, mutable: dict[str, Any]) -> None:
@@ -375,7 +388,7 @@ class Resolver:
         would cost a refused bulk (and a checked run), and a dry run, which
         does not make it, would count it as created.
         """
-        self.known.put(item_id, self._shared(mutable_digest(mutable)))
+        self.known.put(item_id, self._shared(NOT_COUNTED + mutable_digest(mutable)))
 
     def _shared(self, value: str) -> str:
         """One string object per distinct digest (bounded).
@@ -413,6 +426,8 @@ class Resolver:
                 del self.in_flight[data["id"]]
         for update in plan.update_items:
             self.known.discard(update["id"])
+        for item_id, digest in plan.counted:
+            self.known.put(item_id, self._shared(NOT_COUNTED + digest))
         for key in plan.create_edges:
             self.edges_known.discard(key)
         for key in plan.pending_added:

@@ -259,6 +259,41 @@ async def test_second_run_imports_nothing_and_appended_mail_only_itself(tmp_path
         assert (final.stats.created, final.stats.edges_created) == (0, 0)
 
 
+async def test_summary_counts_do_not_depend_on_how_records_are_batched(tmp_path: Path) -> None:
+    """A correspondent or folder seen in many messages is one item, counted once:
+    created in a first import, unchanged in a rescan, however the records fell
+    into batches (a slow source cuts them by time), and a dry run agrees."""
+    counts = {}
+    for batch_records in (10_000, 40, 3):
+        settings = EngineSettings(batch_records=batch_records, flush_interval=60)
+        async with local_pod(tmp_path / f"pod-{batch_records}") as pod:
+            for step, full_refresh in enumerate((False, True)):
+                for dry_run in (True, False):
+                    result = await run_connector(
+                        connector,
+                        mbox_options(SAMPLE),
+                        client=pod,
+                        data_dir=tmp_path,
+                        settings=settings,
+                        full_refresh=full_refresh,
+                        dry_run=dry_run,
+                    )
+                    assert result.error is None, result.error
+                    stats = result.stats
+                    counts[(batch_records, step, dry_run)] = (
+                        stats.created,
+                        stats.updated,
+                        stats.unchanged,
+                        stats.edges_created,
+                    )
+            items = len((await snapshot(pod)).items)
+    for (_, step, _), found in counts.items():
+        assert found == counts[(10_000, step, False)]
+    created, _, unchanged, _ = counts[(10_000, 0, False)]
+    assert (created, unchanged) == (items - 1, 1)  # the owner's Account is made first
+    assert counts[(10_000, 1, False)] == (0, 0, items, 0)
+
+
 async def test_mbox_message_caught_mid_delivery_lands_whole(tmp_path: Path) -> None:
     """The run that finds a message half appended leaves it; the next stores it whole."""
     body = "first line\n" + "".join(f"line {n}\n" for n in range(40)) + "THE END\n"
