@@ -1,11 +1,45 @@
-"""Log lines for people (text) or machines (JSON lines), on stderr."""
+"""Log lines for people (text) or machines (JSON lines), on stderr.
+
+Logged values come from outside (file names, folder names, feed titles): in
+text lines their control characters are escaped, so a record stays one line
+and a crafted name can't forge one.  JSON lines are safe as they are.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+
+_UNSAFE = re.compile(
+    # C0 and C1 controls (newline, carriage return, terminal escapes), the line and
+    # paragraph separators, and the bidi controls that reorder what a line shows.
+    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with line breaks, terminal escapes and bidi overrides written as
+    repr writes them, so it prints as one line that reads as it is stored."""
+    return _UNSAFE.sub(_escape_char, text)
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record, even with a traceback (escaped like the message)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,7 +61,7 @@ def setup_logging(log_format: str, *, verbose: bool = False) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -115,3 +115,39 @@ def test_a_dry_run_reports_what_the_run_then_does(tmp_path: Path) -> None:
         did = _summary(importer(tmp_path, "run", "photos", "-o", roots, *flags), "imported")
         assert would == did, (flags, step)
     assert did == "0 created, 0 updated, 13 unchanged, 0 edges, 0 files"
+
+
+def test_a_file_name_with_a_newline_stays_on_its_log_line(tmp_path: Path) -> None:
+    """Text logs escape control characters, so a crafted name cannot forge a log
+    line; the Pod keeps the names as they are."""
+    pictures = tmp_path / "pictures"
+    write_image(pictures / "p0.jpg", 700, (160, 120))
+    (pictures / "a\nb.jpg").write_bytes(b"")
+    forged = "c\n12:00:00 INFO forged\r\x1b[2K.jpg"
+    (pictures / forged).write_bytes(b"nope")
+    roots = "roots=" + json.dumps([str(pictures)])
+    done = importer(tmp_path, "run", "photos", "-o", roots)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, lines
+    assert all(line.split(" ")[1] == "WARNING" for line in lines), lines
+    assert "a\\nb.jpg: empty file" in lines[0] + lines[1]
+    assert "c\\n12:00:00 INFO forged\\r\\x1b[2K.jpg: not an image" in lines[0] + lines[1]
+    assert "\r" not in done.stderr and "\x1b" not in done.stderr
+    (run,) = [item for item in map(json.loads, _items(tmp_path)) if item["type"] == "ImporterRun"]
+    skipped = {entry["ref"] for entry in json.loads(run["skipLog"])}
+    assert skipped == {str(pictures / "a\nb.jpg"), str(pictures / forged)}
+    # JSON lines carry the names exactly.
+    again = importer(
+        tmp_path, "run", "photos", "-o", roots, "--full-refresh", "--log-format", "json"
+    )
+    assert again.returncode == 0, again.stderr
+    warnings = [
+        entry["message"]
+        for entry in map(json.loads, again.stderr.splitlines())
+        if entry["level"] == "warning"
+    ]
+    assert sorted(warnings) == [
+        f"skipped {pictures / 'a'}\nb.jpg: empty file",
+        f"skipped {pictures / forged}: not an image (unknown or damaged format)",
+    ]
