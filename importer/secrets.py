@@ -1,6 +1,8 @@
-"""Secrets from the environment, a command or the OS keyring — never from logs.
+"""Secrets from the environment, a command or the OS keyring, never from logs.
 
-Errors name where the secret was looked for, never its value.
+Errors name the secret (``what``, e.g. "account personal: password" or "pod
+database key") and where it was looked for, never its value, the command line
+(it may hold a secret) or what the command printed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def resolve_secret(
     keyring_user: str | None = None,
     timeout: float = 30.0,
 ) -> str:
-    """Return the secret for ``what`` from the first source that is configured."""
+    """Return the secret ``what`` names from the first source that is configured."""
     if env:
         value = os.environ.get(env)
         if not value:
@@ -41,14 +43,12 @@ def resolve_secret(
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SecretError(
-                f"{what}: password command could not run ({type(exc).__name__})"
-            ) from None
+            raise SecretError(f"{what}: command could not run ({type(exc).__name__})") from None
         if done.returncode != 0:
-            raise SecretError(f"{what}: password command exited with status {done.returncode}")
+            raise SecretError(f"{what}: command exited with status {done.returncode}")
         value = done.stdout.splitlines()[0] if done.stdout else ""
         if not value:
-            raise SecretError(f"{what}: password command printed nothing")
+            raise SecretError(f"{what}: command printed nothing")
         return value
     if keyring_service:
         try:
@@ -62,5 +62,5 @@ def resolve_secret(
             raise SecretError(f"{what}: no entry in the OS keyring for service {keyring_service!r}")
         return str(value)
     raise SecretError(
-        f"{what}: no secret source configured (password_env, password_command or keyring)"
+        f"{what}: no source configured (an environment variable, a command or the keyring)"
     )

@@ -191,7 +191,7 @@ class ImapSession:
                 self._credential = self._stored("access token")
             elif options.has_password_source():
                 self._credential = self._ctx.secret(
-                    what=self._prefix(),
+                    what=f"{self._prefix()}: password",
                     env=options.password_env,
                     command=options.password_command,
                     keyring_service=KEYRING_SERVICE if options.password_keyring else None,

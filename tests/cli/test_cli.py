@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -215,6 +216,22 @@ def test_missing_mbox_fails_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "nope.mbox" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_failing_password_command_says_whose_password(tmp_path: Path) -> None:
+    """The run fails before connecting, naming the account's password, not the command."""
+    marker = "hunter2-" + secrets.token_hex(8)
+    config_file(tmp_path).write_text(
+        '[accounts.p]\nconnector = "email"\nsource = "imap"\nhost = "127.0.0.1"\nport = 9\n'
+        f'security = "none"\nusername = "u"\npassword_command = "sh -c \'echo {marker}; exit 4\'"\n'
+    )
+    done = importer("run", "email", tmp_path=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "failed: account p: password: command exited with status 4" in done.stdout
+    assert marker not in done.stdout + done.stderr
+    (run,) = search(tmp_path, "--type", "ImporterRun")
+    assert run["status"] == "failed"
+    assert "account p: password: command exited with status 4" in str(run)
 
 
 def test_second_run_while_one_holds_the_lock_exits_75(tmp_path: Path) -> None:

@@ -159,3 +159,27 @@ def test_a_wrong_database_key_is_one_clear_line(tmp_path: Path) -> None:
     assert wrong not in done.stderr and keys["database_key"] not in done.stderr
     key_file.write_text(json.dumps(keys))
     assert search(tmp_path, "--type", "EmailMessage") == messages
+
+
+def test_a_failing_database_key_command_is_named_as_such(tmp_path: Path) -> None:
+    """Not a "password command", and neither the command's output nor the command
+    line (which may hold a secret) is shown."""
+    marker = "hunter2-" + secrets.token_hex(8)
+    config = tmp_path / "config.toml"
+    for command, problem in (
+        ("false", "command exited with status 1"),
+        (f"sh -c 'echo {marker}; echo {marker} >&2; exit 3'", "command exited with status 3"),
+        ("true", "command printed nothing"),
+        (f"/nonexistent/{marker}", "command could not run (FileNotFoundError)"),
+    ):
+        config.write_text(
+            f'[pod]\nurl = "http://127.0.0.1:9"\nowner_key = "{"a" * 64}"\n'
+            f'database_key_command = "{command}"\n'
+        )
+        env = {"IMPORTER_CONFIG": str(config)}
+        done = importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path, env=env)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.splitlines() == [f"importer: {config}: pod database key: {problem}"], (
+            command
+        )
+        assert "password" not in done.stderr and marker not in done.stdout + done.stderr
