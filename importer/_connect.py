@@ -4,14 +4,61 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 from .config import Config, ConfigError
-from .pod import ClientAuth, PodClient, RetryPolicy, open_embedded_client
+from .pod import ClientAuth, PodAuthError, PodClient, RetryPolicy, open_embedded_client
+from .pod.keys import KEY_FILE_NAME
 from .secrets import SecretError, resolve_secret
 
 __all__ = ["open_pod"]
 
 ENV_DATABASE_KEY = "IMPORTER_POD_DATABASE_KEY"
+
+
+class DatabaseKeyRefused(PodAuthError):
+    """The Pod answered 401 to the first call: the database key does not open
+    this owner's data.  Its text says where the key came from and what to do."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _key_env(config: Config) -> str | None:
+    """The variable a remote Pod's database key is read from, if not a command."""
+    pod = config.pod
+    return pod.database_key_env or (None if pod.database_key_command else ENV_DATABASE_KEY)
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as it may be shown: without a user and password, query or fragment."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def _refused(config: Config, exc: PodAuthError) -> DatabaseKeyRefused:
+    """What a 401 means for this configuration, and where to look."""
+    pod = config.pod
+    if pod.url == "embedded":
+        data_dir = config.data_dir()
+        key_file = data_dir / KEY_FILE_NAME
+        return DatabaseKeyRefused(
+            exc.status,
+            f"the database key in {key_file} does not open the local Pod's database in "
+            f"{data_dir}. Restore {key_file} from a backup: the data there cannot be read "
+            "without the key it held.",
+        )
+    env = _key_env(config)
+    if pod.database_key_env:
+        source = f"pod.database_key_env (${env})"
+    else:
+        source = f"${env}" if env else "pod.database_key_command"
+    return DatabaseKeyRefused(
+        exc.status,
+        f"{config.source or 'configuration'}: the Pod at {_shown_url(pod.url)} does not accept "
+        f"the database key for pod.owner_key (HTTP {exc.status}: {exc.message}); check that "
+        f"{source} gives that owner's database key",
+    )
 
 
 def _client_for(config: Config) -> PodClient:
@@ -23,7 +70,7 @@ def _client_for(config: Config) -> PodClient:
     where = str(config.source or "configuration")
     if pod.owner_key is None:
         raise ConfigError(f"{where}: pod.owner_key: required when pod.url is a remote Pod")
-    env = pod.database_key_env or (None if pod.database_key_command else ENV_DATABASE_KEY)
+    env = _key_env(config)
     try:
         database_key = resolve_secret(
             what=f"{where}: pod database key", env=env, command=pod.database_key_command
@@ -46,5 +93,10 @@ async def open_pod(config: Config) -> AsyncIterator[PodClient]:
     """A connected client whose owner store exists (``/v4/account`` is idempotent)."""
     client = _client_for(config)
     async with client:
-        await client.create_account()
+        try:
+            await client.create_account()
+        except PodAuthError as exc:
+            if exc.status != 401:
+                raise
+            raise _refused(config, exc) from None
         yield client

@@ -145,18 +145,28 @@ def test_a_database_key_that_is_not_64_hex_is_a_config_error(tmp_path: Path) -> 
 
 
 def test_a_wrong_database_key_is_one_clear_line(tmp_path: Path) -> None:
-    """No SQLCipher diagnostics around it, the key in neither, and nothing touched."""
+    """What it means and what to do, no SQLCipher diagnostics around it, the key in
+    neither, and nothing touched."""
     assert importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path).returncode == 0
     messages = search(tmp_path, "--type", "EmailMessage")
     key_file = tmp_path / "data" / "keys.json"
     keys = json.loads(key_file.read_text())
     wrong = secrets.token_hex(32)
     key_file.write_text(json.dumps({**keys, "database_key": wrong}))
-    done = importer("pod", "search", "--type", "EmailMessage", tmp_path=tmp_path)
-    assert done.returncode == 1
-    assert done.stdout == ""
-    assert done.stderr.splitlines() == ["importer: HTTP 401: wrong database key for this owner"]
-    assert wrong not in done.stderr and keys["database_key"] not in done.stderr
+    for command in (
+        ("pod", "search", "--type", "EmailMessage"),
+        ("run", "email", "--mbox", str(SAMPLE)),
+    ):
+        done = importer(*command, tmp_path=tmp_path)
+        assert done.returncode == 1
+        assert done.stdout == ""
+        (line,) = done.stderr.splitlines()
+        assert line == (
+            f"importer: the database key in {key_file} does not open the local Pod's "
+            f"database in {key_file.parent}. Restore {key_file} from a backup: the data "
+            "there cannot be read without the key it held."
+        )
+        assert wrong not in done.stderr and keys["database_key"] not in done.stderr
     key_file.write_text(json.dumps(keys))
     assert search(tmp_path, "--type", "EmailMessage") == messages
 
@@ -183,3 +193,37 @@ def test_a_failing_database_key_command_is_named_as_such(tmp_path: Path) -> None
             command
         )
         assert "password" not in done.stderr and marker not in done.stdout + done.stderr
+
+
+def test_a_remote_pod_refusing_the_database_key_names_url_and_config_key(tmp_path: Path) -> None:
+    """Its URL without the password in it, and the config key the database key came
+    from; never a key, and no word of a key file the user does not have."""
+    owner, database, wrong = secrets.token_hex(32), secrets.token_hex(32), secrets.token_hex(32)
+    password = "pw-" + secrets.token_hex(8)
+    config = tmp_path / "config.toml"
+    with pod_serve(tmp_path / "served") as url:
+        with_password = url.replace("http://", f"http://alice:{password}@")
+        config.write_text(
+            f'[pod]\nurl = "{with_password}"\nowner_key = "{owner}"\n'
+            'database_key_env = "MY_POD_KEY"\n'
+        )
+        env = {"IMPORTER_CONFIG": str(config), "MY_POD_KEY": database}
+        first = importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path, env=env)
+        assert first.returncode == 0, first.stderr
+        messages = search_remote(tmp_path, env)
+        assert len(messages) >= 10
+        done = importer("pod", "search", tmp_path=tmp_path, env={**env, "MY_POD_KEY": wrong})
+        assert search_remote(tmp_path, env) == messages
+    assert done.returncode == 1
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"importer: {config}: the Pod at {url} does not accept the database key")
+    assert "pod.database_key_env ($MY_POD_KEY)" in line and "pod.owner_key" in line
+    assert "keys.json" not in line
+    assert password not in line and wrong not in line and database not in line
+
+
+def search_remote(tmp_path: Path, env: dict[str, str]) -> list[str]:
+    done = importer("pod", "search", "--type", "EmailMessage", tmp_path=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    return sorted(done.stdout.splitlines())
