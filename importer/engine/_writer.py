@@ -323,7 +323,12 @@ class Writer:
                     self._carried.insert(0, _Carried(state, self._watermark))
                 if attempt == _MAX_CONFLICT_RETRIES:
                     raise
-                log.info("bulk %d conflicted with the Pod; re-checking and resending", plan.seq)
+                # The designed path of every re-scan, not a problem: DEBUG only.
+                log.debug(
+                    "bulk %d: some records are already in the Pod (409); "
+                    "checking each batch from now on",
+                    plan.seq,
+                )
                 async with self.resolve_lock:
                     self.resolver.optimistic = False
                     self.resolver.forget(plan)

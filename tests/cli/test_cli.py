@@ -218,6 +218,28 @@ def test_missing_mbox_fails_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_full_refresh_logs_nothing_that_reads_like_a_failure(tmp_path: Path) -> None:
+    """Records already in the Pod are the designed path of a re-scan (the first
+    optimistic bulk is refused, then every batch is checked): not news at the
+    default level, only with --verbose."""
+    assert importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path).returncode == 0
+    messages = search(tmp_path, "--type", "EmailMessage")
+    again = importer("run", "email", "--mbox", str(SAMPLE), "--full-refresh", tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "imported 0 created, 0 updated, " in again.stdout
+    assert " unchanged, 0 edges, 0 files" in again.stdout
+    alarming = ("conflict", "fail", "error", "refused", "resend", "retry", "warning")
+    assert [
+        line for line in again.stderr.splitlines() if any(w in line.lower() for w in alarming)
+    ] == []
+    assert search(tmp_path, "--type", "EmailMessage") == messages
+    verbose = importer(
+        "run", "email", "--mbox", str(SAMPLE), "--full-refresh", "-v", tmp_path=tmp_path
+    )
+    assert verbose.returncode == 0, verbose.stderr
+    assert " DEBUG bulk 1: some records are already in the Pod" in verbose.stderr
+
+
 def test_a_failing_password_command_says_whose_password(tmp_path: Path) -> None:
     """The run fails before connecting, naming the account's password, not the command."""
     marker = "hunter2-" + secrets.token_hex(8)
