@@ -145,6 +145,7 @@ async def run_as_plugin(
     dry_run: bool = False,
     report: Callable[[RunResult], None] | None = None,
     on_progress: Any = None,
+    cancel_reason: Callable[[], str | None] | None = None,
 ) -> int:
     """Run the import the Pod asked for; the exit code (0 done, 1 failed, 75 locked)."""
     from ._accounts import AccountError, run_target
@@ -174,6 +175,7 @@ async def run_as_plugin(
                 account=target.account,
                 importer_id=target.importer_id,
                 run_id=env.run_id,
+                cancel_reason=cancel_reason,
             )
         except RunLocked as exc:
             log.error("account %s: %s", target.name, exc)

@@ -2,7 +2,8 @@
 
 Exit codes (also in the README): 0 all records imported or deliberately
 skipped; 1 a run failed; 2 bad usage or configuration; 75 another run for
-the same account holds the lock (nothing was imported).
+the same account holds the lock (nothing was imported); 130 interrupted
+(Ctrl-C, SIGINT); 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import getpass
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,14 @@ log = logging.getLogger("importer")
 
 class UsageError(Exception):
     pass
+
+
+class Interrupted(Exception):
+    """A run stopped by a signal, after its run item said so; exits 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 # -- argument parsing ---------------------------------------------------------
@@ -295,7 +307,66 @@ async def _run_targets(
     return [RunTarget(n, o) for n, o in _accounts_to_run(args, config, connector)] + stored
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C, and what a service manager (systemd) or the local Pod sends to stop a run."""
+
+
+@dataclass
+class _Stop:
+    """Which signal stopped the run, if one did."""
+
+    signum: int | None = None
+
+    def reason(self) -> str | None:
+        """What the run item records as its error."""
+        if self.signum is None:
+            return None
+        if self.signum == signal.SIGINT:
+            return "interrupted by the user (SIGINT)"
+        return f"stopped by {signal.Signals(self.signum).name}"
+
+
+async def _cancel_on_signal(
+    stop: _Stop, scope: anyio.CancelScope, *, task_status: Any = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Cancel ``scope`` at the first SIGINT or SIGTERM, so a run can record that it
+    stopped.  Leaving the receiver restores the default handlers: a second signal
+    ends the process at once (``KeyboardInterrupt``, or SIGTERM's default)."""
+    if threading.current_thread() is not threading.main_thread():
+        task_status.started()
+        return  # signals reach the main thread only
+    with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+        task_status.started()
+        async for signum in signals:
+            stop.signum = signum
+            scope.cancel()
+            return
+
+
+async def _until_signalled(work: Callable[[_Stop], Awaitable[int]]) -> int:
+    """``work``, cancelled by SIGINT or SIGTERM; then :class:`Interrupted`."""
+    stop = _Stop()
+    code = EXIT_FAILED
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        await tg.start(_cancel_on_signal, stop, tg.cancel_scope)
+        try:
+            code = await work(stop)
+        except Exception as exc:  # raised as it is, not in a task group's ExceptionGroup
+            failure = exc
+        tg.cancel_scope.cancel()
+    if stop.signum is not None:
+        raise Interrupted(stop.signum)
+    if failure is not None:
+        raise failure
+    return code
+
+
 async def _cmd_run(args: argparse.Namespace, config: Config) -> int:
+    return await _until_signalled(lambda stop: _run_accounts(args, config, stop))
+
+
+async def _run_accounts(args: argparse.Namespace, config: Config, stop: _Stop) -> int:
     connector = load_connector(args.connector)
     # A bad account section is reported before anything is opened or created.
     for name, account in config.accounts_for(args.connector).items():
@@ -317,6 +388,7 @@ async def _cmd_run(args: argparse.Namespace, config: Config) -> int:
                 dry_run=args.dry_run,
                 report=lambda result: _print_summary(result, args.log_format),
                 on_progress=on_progress,
+                cancel_reason=stop.reason,
             )
     async with open_pod(config) as client:
         for target in await _run_targets(args, config, connector, client):
@@ -336,6 +408,7 @@ async def _cmd_run(args: argparse.Namespace, config: Config) -> int:
                         on_progress=on_progress,
                         account=target.account,
                         importer_id=target.importer_id,
+                        cancel_reason=stop.reason,
                     )
                 except RunLocked as exc:
                     log.error("account %s: %s", name, exc)
@@ -493,6 +566,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SecretError, PodError) as exc:
         print(f"importer: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except Interrupted as exc:
+        print(f"importer: interrupted ({exc})", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("importer: interrupted", file=sys.stderr)
         return 130

@@ -30,6 +30,10 @@ from ._writer import Writer
 log = logging.getLogger("importer.engine")
 
 _SKIP_LOG_LIMIT = 200
+INTERRUPTED_RECORD_SECONDS = 3.0
+"""How long a cancelled run may take to mark its run item ``interrupted``: short,
+because the Pod may be what hangs (the next run marks it then), and below the
+grace a service manager or the local Pod gives after SIGTERM."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,7 @@ async def run_import(
     account: Account | None = None,
     importer_id: str | None = None,
     run_id: str | None = None,
+    cancel_reason: Callable[[], str | None] | None = None,
 ) -> RunResult:
     """Import one account: everything new in the source lands in the Pod once.
 
@@ -181,6 +186,10 @@ async def run_import(
     new ImporterRun are created as needed.  A Pod that starts the importer
     as a plugin passes the ``account`` and ``importer_id`` it holds and the
     ``run_id`` of the run item that started it: those are used as they are.
+
+    A cancelled run marks its run item ``interrupted`` before the
+    cancellation goes on; ``cancel_reason`` says why (the command line
+    knows which signal stopped it), recorded as the run's error.
     """
     settings = settings or EngineSettings()
     if account is None:
@@ -202,6 +211,7 @@ async def run_import(
             logger=logger or logging.getLogger(f"importer.connector.{connector.name}"),
             importer_id=importer_id,
             run_id=run_id,
+            cancel_reason=cancel_reason,
         )
         return await run.execute()
 
@@ -223,6 +233,7 @@ class _Run:
         logger: logging.Logger,
         importer_id: str | None = None,
         run_id: str | None = None,
+        cancel_reason: Callable[[], str | None] | None = None,
     ) -> None:
         self.client = client
         self.connector = connector
@@ -245,6 +256,7 @@ class _Run:
         self.place = connector.credentials_for(options)
         self.may_store_credentials = True
         self.declared: set[type[Item]] = set()
+        self.cancel_reason = cancel_reason
 
     # -- set-up --------------------------------------------------------------
 
@@ -401,23 +413,14 @@ class _Run:
             _last_added=self._last_added,
             _store_account=self._store_account,
         )
-        await self._start_run_item()
-        error: str | None = None
         try:
-            try:
-                await self._pipeline(ctx, state, skipped_uploads)
-            except BaseExceptionGroup as group:
-                raise _first_cause(group) from None
-        except PodError as exc:
-            error = str(exc)
-        except ImportFailed as exc:
-            error = str(exc)
-        except Exception as exc:
-            # The connector's own failure (bad credentials, unreachable
-            # source): recorded on the run, reported in one line.
-            self.logger.debug("run failed", exc_info=True)
-            error = _describe(exc)
-        await self._finish_run_item(ctx, error)
+            await self._start_run_item()
+            error = await self._outcome(ctx, state, skipped_uploads)
+            await self._finish_run_item(ctx, error)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._record_interruption(ctx)
+            raise
         return RunResult(
             account_name=self.account_name,
             account_id=self.account_id,
@@ -430,6 +433,26 @@ class _Run:
             retries=int(getattr(self.client, "retry_count", 0)),
             dry_run=self.dry_run,
         )
+
+    async def _outcome(
+        self, ctx: RunContext[Any], state: dict[str, Any], skipped_uploads: SkippedUploads
+    ) -> str | None:
+        """Run the pipeline; the error that ended it, recorded on the run (None: done)."""
+        try:
+            try:
+                await self._pipeline(ctx, state, skipped_uploads)
+            except BaseExceptionGroup as group:
+                raise _first_cause(group) from None
+        except PodError as exc:
+            return str(exc)
+        except ImportFailed as exc:
+            return str(exc)
+        except Exception as exc:
+            # The connector's own failure (bad credentials, unreachable
+            # source): recorded on the run, reported in one line.
+            self.logger.debug("run failed", exc_info=True)
+            return _describe(exc)
+        return None
 
     async def _credentials(self, account_item: dict[str, Any]) -> dict[str, Any]:
         """The Account with only the credentials stored for where this run sends them."""
@@ -464,17 +487,41 @@ class _Run:
         result: dict[str, Any] | None = await self.client.last_added(item_type, **filters)
         return result
 
-    async def _finish_run_item(self, ctx: RunContext[Any], error: str | None) -> None:
-        if self.run_id is None:
-            return
+    def _end_update(self, ctx: RunContext[Any], status: str) -> dict[str, Any]:
         update = self._run_update(ctx)
         update.update(
-            status="failed" if error else "done",
+            status=status,
             endDate=_now_ms(),
             skipLog=json.dumps(
                 [{"ref": s.ref, "reason": s.reason} for s in ctx.skipped[:_SKIP_LOG_LIMIT]]
             ),
         )
+        return update
+
+    async def _record_interruption(self, ctx: RunContext[Any]) -> None:
+        """A cancelled run (Ctrl-C, SIGTERM) says so now, not at the next run.
+
+        Within a short bound: if the Pod does not answer in time the process
+        ends anyway, and the next run's sweep marks the run item.  What was
+        written stays; the checkpoints let the next run resume.
+        """
+        if self.run_id is None:
+            return
+        reason = self.cancel_reason() if self.cancel_reason is not None else None
+        update = self._end_update(ctx, "interrupted")
+        update["error"] = reason or "the run was cancelled"
+        with anyio.move_on_after(INTERRUPTED_RECORD_SECONDS) as scope:
+            try:
+                await self.client.update_item(update)
+            except PodError as exc:
+                self.logger.warning("could not record the interruption in the Pod: %s", exc)
+        if scope.cancelled_caught:
+            self.logger.warning("could not record the interruption in the Pod: no answer in time")
+
+    async def _finish_run_item(self, ctx: RunContext[Any], error: str | None) -> None:
+        if self.run_id is None:
+            return
+        update = self._end_update(ctx, "failed" if error else "done")
         if error:
             update["error"] = error[:2000]
         elif ctx.progress_fraction() is not None:

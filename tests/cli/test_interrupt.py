@@ -1,0 +1,140 @@
+"""Ctrl-C or SIGTERM during ``importer run``: the run item says so before the process exits."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from importer.pod import ClientAuth, PodClient
+from importer.pod.local import running_pod
+from importer.testing import snapshot
+from tests.cli.test_cli import importer
+from tests.rss.feedserver import Resource, feed_server, rss
+
+SLOW = 40.0
+"""The second feed's answer waits this long: the signal lands while the run waits for it."""
+
+RUN_ITEM_DEADLINE = 60.0
+
+
+def _entries(name: str, count: int) -> list[dict[str, str]]:
+    return [
+        {"guid": f"{name}-{i}", "title": f"{name} {i}", "link": f"https://blog.example/{name}/{i}"}
+        for i in range(count)
+    ]
+
+
+def _config(path: Path, quick: str, slow: str) -> Path:
+    path.write_text(f'[accounts.news]\nconnector = "rss"\nfeeds = ["{quick}", "{slow}"]\n')
+    return path
+
+
+def _env(url: str, owner: str, database: str, config: Path) -> dict[str, str]:
+    return {
+        "IMPORTER_POD_URL": url,
+        "IMPORTER_POD_OWNER_KEY": owner,
+        "IMPORTER_POD_DATABASE_KEY": database,
+        "IMPORTER_CONFIG": str(config),
+    }
+
+
+def _start(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    full_env = {
+        **os.environ,
+        "IMPORTER_DATA_DIR": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "HOME": str(tmp_path / "home"),
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "importer", "run", "rss"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        cwd=tmp_path,
+    )
+
+
+async def _runs(client: PodClient) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = await client.search({"type": "ImporterRun"})
+    return sorted(found, key=lambda run: run.get("startDate") or 0)
+
+
+async def _counted_run(client: PodClient, proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """The run item once its progress counts something (the first feed is in)."""
+    deadline = time.monotonic() + RUN_ITEM_DEADLINE
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        runs = await _runs(client)
+        if runs and (runs[-1].get("createdCount") or 0) > 0:
+            return runs[-1]
+        await anyio.sleep(0.1)
+    pytest.fail("no run item with progress appeared")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "code", "error"),
+    [
+        (signal.SIGINT, 130, "interrupted by the user (SIGINT)"),
+        (signal.SIGTERM, 143, "stopped by SIGTERM"),
+    ],
+)
+async def test_a_signalled_run_records_itself_interrupted_and_the_next_one_completes(
+    tmp_path: Path, signum: signal.Signals, code: int, error: str
+) -> None:
+    owner, reference_owner, database = (secrets.token_hex(32) for _ in range(3))
+    with feed_server() as feeds, running_pod(tmp_path / "served") as url:
+        feeds.resources["/quick.xml"] = Resource(rss("Quick", _entries("quick", 30)))
+        slow = Resource(rss("Slow", _entries("slow", 5)), delay=SLOW)
+        feeds.resources["/slow.xml"] = slow
+        config = _config(tmp_path / "config.toml", feeds.url("/quick.xml"), feeds.url("/slow.xml"))
+        env = _env(url, owner, database, config)
+        async with PodClient(url, owner, ClientAuth(database)) as client:
+            proc = _start(tmp_path, env)
+            try:
+                seen = await _counted_run(client, proc)
+                assert seen["status"] == "running" and feeds.seen("/slow.xml")
+                proc.send_signal(signum)
+                _, stderr = proc.communicate(timeout=30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            assert proc.returncode == code, stderr
+            assert "importer: interrupted" in stderr and "Traceback" not in stderr
+            [run] = await _runs(client)
+            assert run["status"] == "interrupted"
+            assert run["error"] == error
+            assert run["endDate"] >= run["startDate"]
+            assert run["createdCount"] >= seen["createdCount"]
+            shown = importer("status", tmp_path=tmp_path, env=env)
+            assert f"interrupted ({error})" in shown.stdout, shown.stdout + shown.stderr
+
+            slow.delay = 0
+            done = importer("run", "rss", tmp_path=tmp_path, env=env)
+            assert done.returncode == 0, done.stderr
+            first, last = await _runs(client)
+            assert first["status"] == "interrupted" and first["error"] == error
+            assert last["status"] == "done"
+            landed = (await snapshot(client)).comparable()
+        (tmp_path / "clean").mkdir()
+        clean = importer(
+            "run",
+            "rss",
+            tmp_path=tmp_path / "clean",
+            env={**env, "IMPORTER_POD_OWNER_KEY": reference_owner},
+        )
+        assert clean.returncode == 0, clean.stderr
+        async with PodClient(url, reference_owner, ClientAuth(database)) as client:
+            assert landed == (await snapshot(client)).comparable()
