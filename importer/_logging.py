@@ -19,6 +19,8 @@ _UNSAFE = re.compile(
     r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 )
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_CHATTY = ("httpx", "imapclient")
+"""Libraries that log at INFO during runs (email, photos and rss checked)."""
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -65,6 +67,8 @@ def setup_logging(log_format: str, *, verbose: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    # httpx logs every request at INFO; keep that for --verbose only.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # Libraries' INFO lines are detail for --verbose only: httpx logs every
+    # request, imapclient "Connection closed" after a refused login.
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
