@@ -163,9 +163,7 @@ def _options(connector: Connector[Any], name: str, raw: dict[str, Any]) -> BaseM
     try:
         return connector.options_model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(
-            format_validation_error(exc, "command line", prefix=f"account {name}")
-        ) from None
+        raise ConfigError.invalid(exc, "command line", prefix=f"account {name}") from None
 
 
 async def _declare(client: PodClient) -> None:

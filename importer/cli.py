@@ -28,10 +28,10 @@ from pydantic import BaseModel, ValidationError
 from . import __version__
 from ._accounts import RunTarget
 from ._connect import open_pod
-from ._logging import setup_logging
+from ._logging import escape_controls, setup_logging
 from ._malloc import tune_malloc
 from ._plugin import PluginSetupError, is_plugin_mode, run_as_plugin
-from .config import AccountConfig, Config, ConfigError, format_validation_error, load_config
+from .config import AccountConfig, Config, ConfigError, load_config
 from .connector import Connector, ConnectorNotFound, load_connector, load_connectors
 from .engine import RunLocked, RunResult, run_import
 from .pod import KeyFileError, PodError
@@ -243,7 +243,7 @@ def _validated_options(
     try:
         return connector.options_model.model_validate(options)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source, prefix=f"accounts.{name}")) from None
+        raise ConfigError.invalid(exc, source, prefix=f"accounts.{name}") from None
 
 
 def _accounts_to_run(
@@ -527,7 +527,7 @@ def _cmd_pod_serve(args: argparse.Namespace, config: Config) -> int:
     try:
         serve(data_dir, host=args.host, port=args.port, plugins=args.plugins)
     except ListenError as exc:
-        print(f"importer: {exc}", file=sys.stderr)
+        _error_line(str(exc))
         return EXIT_FAILED
     return EXIT_OK
 
@@ -560,11 +560,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         code = _dispatch(args)
-    except (ConfigError, UsageError, ConnectorNotFound, KeyFileError, PluginSetupError) as exc:
-        print(f"importer: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        for line in exc.lines:
+            _error_line(line)
+        return EXIT_USAGE
+    except (UsageError, ConnectorNotFound, KeyFileError, PluginSetupError) as exc:
+        _error_line(str(exc))
         return EXIT_USAGE
     except (SecretError, PodError) as exc:
-        print(f"importer: {exc}", file=sys.stderr)
+        _error_line(str(exc))
         return EXIT_FAILED
     except Interrupted as exc:
         print(f"importer: interrupted ({exc})", file=sys.stderr)
@@ -575,10 +579,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a connector's own failure: one line, no traceback
         if args.verbose:
             raise
-        print(f"importer: {_one_line(exc)}", file=sys.stderr)
+        _error_line(_one_line(exc))
         return EXIT_FAILED
     log.debug("finished in %.1fs", time.monotonic() - started)
     return code
+
+
+def _error_line(message: str) -> None:
+    """``importer: message`` as one line: a path or name in it may hold a line
+    break or a terminal escape, shown escaped as log lines show them."""
+    print(f"importer: {escape_controls(message)}", file=sys.stderr)
 
 
 def _one_line(exc: BaseException) -> str:

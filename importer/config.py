@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,21 @@ ENV_OWNER_KEY = "IMPORTER_POD_OWNER_KEY"
 
 
 class ConfigError(Exception):
-    """A configuration problem; the message names the file and the key."""
+    """A configuration problem; the message names the file and the key.
+
+    ``lines`` are the lines to show: the message, or one per problem found
+    when a section was validated (a path in them may hold a line break).
+    """
+
+    def __init__(self, message: str, *, lines: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.lines = list(lines) if lines is not None else [message]
+
+    @classmethod
+    def invalid(cls, error: ValidationError, source: str, prefix: str = "") -> ConfigError:
+        """What validating a section found, a line per problem."""
+        lines = _problems(error, source, prefix)
+        return cls("\n".join(lines), lines=lines)
 
 
 class _Strict(BaseModel):
@@ -123,6 +138,10 @@ def default_config_path() -> Path:
 
 def format_validation_error(error: ValidationError, source: str, prefix: str = "") -> str:
     """One line per problem: ``FILE: key.path: what is wrong``."""
+    return "\n".join(_problems(error, source, prefix))
+
+
+def _problems(error: ValidationError, source: str, prefix: str) -> list[str]:
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"])
@@ -137,7 +156,7 @@ def format_validation_error(error: ValidationError, source: str, prefix: str = "
             if len(shown) <= 60 and not _looks_secret(key):
                 message = f"{message} (got {shown})"
         lines.append(f"{source}: {key or '(top level)'}: {message}")
-    return "\n".join(lines)
+    return lines
 
 
 _URL_PASSWORD = re.compile(r"(://[^/@\s:]*):[^/@\s]*@")
@@ -186,6 +205,6 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from None
+        raise ConfigError.invalid(exc, str(path)) from None
     config.source = path if path.exists() else None
     return config

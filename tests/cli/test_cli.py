@@ -181,6 +181,42 @@ def test_bad_config_names_file_key_and_problem(tmp_path: Path, config: str, expe
     assert "Traceback" not in done.stderr
 
 
+def test_an_error_naming_a_path_with_a_line_break_stays_one_line(tmp_path: Path) -> None:
+    """The path is shown escaped, as log lines show it: a crafted name cannot add a line."""
+    odd = tmp_path / "odd\nimporter: all good\x1b[2J"
+    odd.mkdir()
+    config = odd / "config.toml"
+    config.write_text("[pod\n")
+    bad_config = importer("run", "email", "--config", str(config), tmp_path=tmp_path)
+    assert bad_config.returncode == 2
+    shown = str(odd).replace("\n", "\\n").replace("\x1b", "\\x1b")
+    (line,) = bad_config.stderr.splitlines()
+    assert line.startswith(f"importer: {shown}/config.toml: not valid TOML: ")
+    assert "\x1b" not in bad_config.stderr
+    # Several problems: still a line each, and nothing more.
+    config.write_text("[engine]\nbatch_recordz = 5\nmax_in_flight = 0\n")
+    problems = importer("run", "email", "--config", str(config), tmp_path=tmp_path)
+    assert problems.returncode == 2
+    assert problems.stderr.splitlines() == [
+        f"importer: {shown}/config.toml: engine.max_in_flight: Input should be greater than or "
+        "equal to 1 (got 0)",
+        f"importer: {shown}/config.toml: engine.batch_recordz: unknown key",
+    ]
+    # A Pod error naming the data directory: the key file there does not open it.
+    data = {"IMPORTER_DATA_DIR": str(odd / "data")}
+    assert (
+        importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path, env=data).returncode == 0
+    )
+    keys = json.loads((odd / "data" / "keys.json").read_text())
+    (odd / "data" / "keys.json").write_text(
+        json.dumps({**keys, "database_key": secrets.token_hex(32)})
+    )
+    refused = importer("pod", "search", tmp_path=tmp_path, env=data)
+    assert refused.returncode == 1
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith(f"importer: the database key in {shown}/data/keys.json does not open")
+
+
 def test_a_feed_that_is_not_a_web_address_is_a_config_error(tmp_path: Path) -> None:
     path = config_file(tmp_path)
     path.write_text(
