@@ -24,6 +24,15 @@ class DatabaseKeyRefused(PodAuthError):
         return self.message
 
 
+class OwnerRefused(PodAuthError):
+    """A remote Pod answered 403 to the first call: it does not accept this
+    owner (one that does not create owners on first use, say).  Its text names
+    the Pod and the setting, never a key."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def _key_env(config: Config) -> str | None:
     """The variable a remote Pod's database key is read from, if not a command."""
     pod = config.pod
@@ -58,6 +67,16 @@ def _refused(config: Config, exc: PodAuthError) -> DatabaseKeyRefused:
         f"{config.source or 'configuration'}: the Pod at {_shown_url(pod.url)} does not accept "
         f"the database key for pod.owner_key (HTTP {exc.status}: {exc.message}); check that "
         f"{source} gives that owner's database key",
+    )
+
+
+def _owner_refused(config: Config, exc: PodAuthError) -> OwnerRefused:
+    """What a 403 from a remote Pod means for this configuration."""
+    return OwnerRefused(
+        exc.status,
+        f"{config.source or 'configuration'}: the Pod at {_shown_url(config.pod.url)} does not "
+        f"accept pod.owner_key (HTTP {exc.status}: {exc.message}); check that pod.owner_key is "
+        "an owner that Pod has (not every Pod creates owners on first use)",
     )
 
 
@@ -96,7 +115,9 @@ async def open_pod(config: Config) -> AsyncIterator[PodClient]:
         try:
             await client.create_account()
         except PodAuthError as exc:
-            if exc.status != 401:
-                raise
-            raise _refused(config, exc) from None
+            if exc.status == 401:
+                raise _refused(config, exc) from None
+            if exc.status == 403 and config.pod.url != "embedded":
+                raise _owner_refused(config, exc) from None
+            raise
         yield client

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from importer.pod.local import running_pod
 from importer.testing import wait_until_serving
 
 from .test_cli import SAMPLE, importer, search
@@ -221,6 +222,26 @@ def test_a_remote_pod_refusing_the_database_key_names_url_and_config_key(tmp_pat
     assert "pod.database_key_env ($MY_POD_KEY)" in line and "pod.owner_key" in line
     assert "keys.json" not in line
     assert password not in line and wrong not in line and database not in line
+
+
+def test_a_remote_pod_refusing_the_owner_names_url_and_owner_key(tmp_path: Path) -> None:
+    """A Pod that does not create owners on first use answers 403: the line says
+    which Pod (no password) and which setting, never a key; nothing is imported."""
+    owner, database = secrets.token_hex(32), secrets.token_hex(32)
+    password = "pw-" + secrets.token_hex(8)
+    config = tmp_path / "config.toml"
+    with running_pod(tmp_path / "served", accept_any_owner=False) as url:
+        with_password = url.replace("http://", f"http://alice:{password}@")
+        config.write_text(f'[pod]\nurl = "{with_password}"\nowner_key = "{owner}"\n')
+        env = {"IMPORTER_CONFIG": str(config), "IMPORTER_POD_DATABASE_KEY": database}
+        done = importer("run", "email", "--mbox", str(SAMPLE), tmp_path=tmp_path, env=env)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"importer: {config}: the Pod at {url} does not accept pod.owner_key")
+    assert "HTTP 403" in line
+    assert password not in line and owner not in line and database not in line
+    assert not list((tmp_path / "served").glob("*"))  # no owner store was made
 
 
 def search_remote(tmp_path: Path, env: dict[str, str]) -> list[str]:
