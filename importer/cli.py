@@ -440,7 +440,7 @@ def _print_summary(result: RunResult, log_format: str) -> None:
             )
         )
     else:
-        print(result.summary())
+        print(escape_controls(result.summary()))
 
 
 def _cmd_check(args: argparse.Namespace, config: Config) -> int:
@@ -458,7 +458,7 @@ def _cmd_check(args: argparse.Namespace, config: Config) -> int:
         try:
             connector.check(ctx)
         except Exception as exc:
-            print(f"{name}: FAILED: {_one_line(exc)}")
+            print(escape_controls(f"{name}: FAILED: {_one_line(exc)}"))
             failed = True
         else:
             print(f"{name}: ok")
@@ -481,8 +481,8 @@ async def _cmd_status(args: argparse.Namespace, config: Config) -> int:
             account_id = connector.account(options, name).ensure_id()
             if importer_id(connector.name, account_id) not in known:
                 print(f"{connector.name}:{name}: never imported")
-        for item in importers:
-            print(await importer_status(client, item))
+        for item in importers:  # names and errors come from the Pod: one line each
+            print(escape_controls(await importer_status(client, item)))
         if not importers and not config.accounts:
             print("nothing imported yet, and no accounts configured")
     return EXIT_OK

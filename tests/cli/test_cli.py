@@ -129,6 +129,23 @@ def test_status_without_config_shows_what_was_imported(tmp_path: Path) -> None:
     assert "; 2 runs; " in importer("status", tmp_path=tmp_path).stdout
 
 
+def test_summary_and_status_lines_stay_one_line_with_a_line_break_in_a_name(
+    tmp_path: Path,
+) -> None:
+    """The summary and `status` print names and errors the Pod holds: a line
+    break in them (here a file name's) is shown escaped, not as a new line."""
+    missing = tmp_path / "gone\nforged.mbox"
+    done = importer("run", "email", "--mbox", str(missing), tmp_path=tmp_path)
+    assert done.returncode == 1, done.stderr
+    (summary,) = done.stdout.splitlines()
+    assert summary.startswith("mbox:gone\\nforged.mbox: imported 0 created")
+    assert "failed: mbox file" in summary and "gone\\nforged.mbox does not exist" in summary
+    status = importer("status", tmp_path=tmp_path)
+    assert status.returncode == 0, status.stderr
+    (line,) = status.stdout.splitlines()
+    assert line.startswith("email:mbox:gone\\nforged.mbox: last run") and "failed (" in line
+
+
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     done = importer("run", "email", "--mbox", str(SAMPLE), "--dry-run", tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr
