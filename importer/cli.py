@@ -331,11 +331,16 @@ async def _cancel_on_signal(
 ) -> None:
     """Cancel ``scope`` at the first SIGINT or SIGTERM, so a run can record that it
     stopped.  Leaving the receiver restores the default handlers: a second signal
-    ends the process at once (``KeyboardInterrupt``, or SIGTERM's default)."""
-    if threading.current_thread() is not threading.main_thread():
+    ends the process at once (``KeyboardInterrupt``, or SIGTERM's default).
+
+    A signal ignored when the run starts stays ignored: a shell starts a
+    background job (``importer run ... &``) with SIGINT ignored, so that a
+    Ctrl-C meant for the foreground does not stop it."""
+    handled = [s for s in _STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+    if threading.current_thread() is not threading.main_thread() or not handled:
         task_status.started()
         return  # signals reach the main thread only
-    with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+    with anyio.open_signal_receiver(*handled) as signals:
         task_status.started()
         async for signum in signals:
             stop.signum = signum

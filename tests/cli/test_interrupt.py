@@ -7,6 +7,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,17 @@ def _env(url: str, owner: str, database: str, config: Path) -> dict[str, str]:
     }
 
 
-def _start(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+IGNORING_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+"""Runs its arguments with SIGINT ignored, as a shell starts a background job (``cmd &``)."""
+
+
+def _start(
+    tmp_path: Path, env: dict[str, str], *, ignore_sigint: bool = False
+) -> subprocess.Popen[str]:
+    wrapper = ["-c", IGNORING_SIGINT] if ignore_sigint else []
     full_env = {
         **os.environ,
         "IMPORTER_DATA_DIR": str(tmp_path / "data"),
@@ -56,7 +67,7 @@ def _start(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
         **env,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "importer", "run", "rss"],
+        [sys.executable, *wrapper, "-m", "importer", "run", "rss"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -138,3 +149,44 @@ async def test_a_signalled_run_records_itself_interrupted_and_the_next_one_compl
         assert clean.returncode == 0, clean.stderr
         async with PodClient(url, reference_owner, ClientAuth(database)) as client:
             assert landed == (await snapshot(client)).comparable()
+
+
+@pytest.mark.slow
+async def test_a_run_started_with_sigint_ignored_goes_on_when_one_comes(tmp_path: Path) -> None:
+    """A signal ignored when the run starts (SIGINT in a script's background job,
+    which a Ctrl-C in that terminal also reaches) stays ignored: the run is not
+    stopped by it and completes."""
+    owner, database = secrets.token_hex(32), secrets.token_hex(32)
+    released = threading.Event()
+    with feed_server() as feeds, running_pod(tmp_path / "served") as url:
+        feeds.resources["/quick.xml"] = Resource(rss("Quick", _entries("quick", 30)))
+        feeds.resources["/slow.xml"] = Resource(rss("Slow", _entries("slow", 5)), hold=released)
+        config = _config(tmp_path / "config.toml", feeds.url("/quick.xml"), feeds.url("/slow.xml"))
+        env = _env(url, owner, database, config)
+        async with PodClient(url, owner, ClientAuth(database)) as client:
+            proc = _start(tmp_path, env, ignore_sigint=True)
+            try:
+                seen = await _counted_run(client, proc)
+                assert seen["status"] == "running" and feeds.seen("/slow.xml")
+                proc.send_signal(signal.SIGINT)
+                try:  # handled, the signal would end the run while the slow feed is held
+                    proc.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    pass
+                else:
+                    pytest.fail(f"SIGINT stopped the run (exit status {proc.returncode})")
+                released.set()
+                _, stderr = proc.communicate(timeout=60)
+            finally:
+                released.set()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            assert proc.returncode == 0, stderr
+            [run] = await _runs(client)
+            assert run["status"] == "done", run
+            assert run["createdCount"] > seen["createdCount"]
+            entries = await client.search({"type": "RSSEntry"})
+            assert sorted(e["title"] for e in entries) == sorted(
+                [f"quick {i}" for i in range(30)] + [f"slow {i}" for i in range(5)]
+            )

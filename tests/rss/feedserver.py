@@ -1,8 +1,9 @@
 """A real HTTP server on 127.0.0.1 that serves feeds whose content a test controls.
 
 It answers conditional GETs with 304, can be told to answer 429/503 first, to
-be slow, to redirect every request, to stream without end or to trickle its
-body a byte at a time, and records every request it saw (headers included).
+be slow (or to wait until the test lets it answer), to redirect every request,
+to stream without end or to trickle its body a byte at a time, and records
+every request it saw (headers included).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Resource:
     """The body is sent again and again until the client hangs up (a live audio stream)."""
     trickle: float = 0.0
     """Seconds between the body's bytes, sent one at a time after the headers (a stalling host)."""
+    hold: threading.Event | None = None
+    """The answer waits until this is set (or the server stops): a test decides when it comes."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,10 @@ class FeedServer:
                     out["Last-Modified"] = resource.last_modified
             self.requests.append(Request(path, headers, status, time.monotonic()))
             delay = resource.delay if resource else 0.0
+            hold = resource.hold if resource else None
         time.sleep(delay)
+        while hold is not None and not hold.is_set() and not self.stopping.wait(0.05):
+            pass
         return status, out, body
 
 
