@@ -133,7 +133,7 @@ async def pod_account_named(
     try:
         return await run_target(client, importer, connector)
     except AccountError as exc:
-        raise ConfigError(f"Pod: {exc}") from None
+        raise _in_pod(exc) from None
 
 
 async def pod_accounts(client: PodClient, connector: Connector[Any]) -> list[RunTarget]:
@@ -147,8 +147,14 @@ async def pod_accounts(client: PodClient, connector: Connector[Any]) -> list[Run
             try:
                 targets.append(await run_target(client, importer, connector))
             except AccountError as exc:
-                raise ConfigError(f"Pod: {exc}") from None
+                raise _in_pod(exc) from None
     return sorted(targets, key=lambda t: t.name)
+
+
+def _in_pod(exc: AccountError) -> ConfigError:
+    """A stored account's fault as a configuration error, a line per problem found."""
+    lines = [f"Pod: {line}" for line in str(exc).splitlines()]
+    return ConfigError("\n".join(lines), lines=lines)
 
 
 # -- add, list, remove ---------------------------------------------------------------

@@ -6,6 +6,9 @@ import json
 import subprocess
 from pathlib import Path
 
+import anyio
+
+from importer.pod import open_embedded_client
 from tests.cli.test_cli import config_file, importer, search
 from tests.email.dovecot import PASSWORD, DovecotServer
 
@@ -195,3 +198,27 @@ def test_a_stored_password_never_goes_to_another_login_of_the_address(
     others = json.dumps([i for i in search(tmp_path) if i["id"] != owner["id"]])
     outputs = [p.stdout + p.stderr for p in (added, refused, ran, own)]
     assert_absent([PASSWORD], others, *outputs)
+
+
+def test_a_stored_account_with_several_bad_options_gets_a_line_for_each(tmp_path: Path) -> None:
+    """A Pod-stored account's config is validated like a file's: one
+    ``importer:`` line per problem, not one line with the breaks escaped."""
+    added = importer(
+        "account", "add", "email", "box", "-o", "source=mbox", "-o", f"path={SAMPLE}",
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+
+    async def spoil() -> None:
+        async with open_embedded_client(tmp_path / "data") as client:
+            [item] = await client.search({"type": "Importer", "name": "box"})
+            bad = {"source": "mbox", "path": str(SAMPLE), "chunk_size": "many", "colour": "blue"}
+            await client.update_item({"id": item["id"], "config": json.dumps(bad)})
+
+    anyio.run(spoil)
+    ran = importer("run", "email", "--account", "box", tmp_path=tmp_path)
+    assert ran.returncode == 2, ran.stderr
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 2, ran.stderr
+    assert all(line.startswith("importer: Pod: importer 'box': config.") for line in lines)
+    assert any("colour" in line for line in lines) and any("chunk_size" in line for line in lines)
