@@ -16,18 +16,9 @@ __all__ = ["open_pod"]
 ENV_DATABASE_KEY = "IMPORTER_POD_DATABASE_KEY"
 
 
-class DatabaseKeyRefused(PodAuthError):
-    """The Pod answered 401 to the first call: the database key does not open
-    this owner's data.  Its text says where the key came from and what to do."""
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class OwnerRefused(PodAuthError):
-    """A remote Pod answered 403 to the first call: it does not accept this
-    owner (one that does not create owners on first use, say).  Its text names
-    the Pod and the setting, never a key."""
+class PodRefused(PodAuthError):
+    """The Pod refused the first call (401: the database key; 403: the owner).
+    Its text says which setting to check and where it came from, never a key."""
 
     def __str__(self) -> str:
         return self.message
@@ -39,40 +30,43 @@ def _key_env(config: Config) -> str | None:
     return pod.database_key_env or (None if pod.database_key_command else ENV_DATABASE_KEY)
 
 
+def _key_source(config: Config) -> str:
+    """Where a remote Pod's database key came from, as its error names it."""
+    env = _key_env(config)
+    if config.pod.database_key_env:
+        return f"pod.database_key_env (${env})"
+    return f"${env}" if env else "pod.database_key_command"
+
+
 def _shown_url(url: str) -> str:
     """``url`` as it may be shown: without a user and password, query or fragment."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
-def _refused(config: Config, exc: PodAuthError) -> DatabaseKeyRefused:
+def _refused(config: Config, exc: PodAuthError) -> PodRefused:
     """What a 401 means for this configuration, and where to look."""
     pod = config.pod
     if pod.url == "embedded":
         data_dir = config.data_dir()
         key_file = data_dir / KEY_FILE_NAME
-        return DatabaseKeyRefused(
+        return PodRefused(
             exc.status,
             f"the database key in {key_file} does not open the local Pod's database in "
             f"{data_dir}. Restore {key_file} from a backup: the data there cannot be read "
             "without the key it held.",
         )
-    env = _key_env(config)
-    if pod.database_key_env:
-        source = f"pod.database_key_env (${env})"
-    else:
-        source = f"${env}" if env else "pod.database_key_command"
-    return DatabaseKeyRefused(
+    return PodRefused(
         exc.status,
         f"{config.source or 'configuration'}: the Pod at {_shown_url(pod.url)} does not accept "
         f"the database key for pod.owner_key (HTTP {exc.status}: {exc.message}); check that "
-        f"{source} gives that owner's database key",
+        f"{_key_source(config)} gives that owner's database key",
     )
 
 
-def _owner_refused(config: Config, exc: PodAuthError) -> OwnerRefused:
+def _owner_refused(config: Config, exc: PodAuthError) -> PodRefused:
     """What a 403 from a remote Pod means for this configuration."""
-    return OwnerRefused(
+    return PodRefused(
         exc.status,
         f"{config.source or 'configuration'}: the Pod at {_shown_url(config.pod.url)} does not "
         f"accept pod.owner_key (HTTP {exc.status}: {exc.message}); check that pod.owner_key is "
@@ -89,10 +83,11 @@ def _client_for(config: Config) -> PodClient:
     where = str(config.source or "configuration")
     if pod.owner_key is None:
         raise ConfigError(f"{where}: pod.owner_key: required when pod.url is a remote Pod")
-    env = _key_env(config)
     try:
         database_key = resolve_secret(
-            what=f"{where}: pod database key", env=env, command=pod.database_key_command
+            what=f"{where}: pod database key",
+            env=_key_env(config),
+            command=pod.database_key_command,
         )
     except SecretError as exc:
         raise ConfigError(str(exc)) from None
@@ -100,9 +95,9 @@ def _client_for(config: Config) -> PodClient:
         auth = ClientAuth(database_key)
     except ValueError:
         # A configuration mistake like any other, named by its source; never shown.
-        source = f"${env}" if env else "pod.database_key_command"
         raise ConfigError(
-            f"{where}: pod database key from {source}: must be 64 hexadecimal characters"
+            f"{where}: pod database key from {_key_source(config)}: "
+            "must be 64 hexadecimal characters"
         ) from None
     return PodClient(pod.url, pod.owner_key, auth, **kwargs)  # type: ignore[arg-type]
 
