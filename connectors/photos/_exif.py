@@ -18,7 +18,6 @@ from PIL import ExifTags, Image, TiffImagePlugin
 
 __all__ = ["ExifInfo", "read_exif"]
 
-_ORIENTATION = 0x0112
 _DATE_TIME_ORIGINAL = 0x9003
 _OFFSET_TIME_ORIGINAL = 0x9011
 _SUBSEC_TIME_ORIGINAL = 0x9291
@@ -170,7 +169,7 @@ def _location(gps: Any) -> tuple[float | None, float | None, float | None]:
 
 def read_exif(exif: Image.Exif) -> ExifInfo:
     """Read the base, Exif and GPS directories of ``exif`` (Pillow's parsed EXIF)."""
-    orientation = exif.get(_ORIENTATION)
+    orientation = exif.get(ExifTags.Base.Orientation)
     if not isinstance(orientation, int) or not 1 <= orientation <= 8:
         orientation = 1
     if not exif:

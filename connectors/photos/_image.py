@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from ._exif import ExifInfo, read_exif
 from ._phash import perceptual_hash
@@ -37,7 +37,6 @@ _TRANSPOSE = {
     8: (Image.Transpose.ROTATE_90,),
 }
 """EXIF orientation -> what turns the stored pixels upright."""
-_ORIENTATION_TAG = 0x0112
 _WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
 
@@ -175,7 +174,7 @@ def _turned_while_loading(image: Image.Image, orientation: int) -> bool:
     show it upside down or sideways.
     """
     try:
-        return image.getexif().get(_ORIENTATION_TAG) != orientation
+        return image.getexif().get(ExifTags.Base.Orientation) != orientation
     except Exception:
         return False
 
