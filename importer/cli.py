@@ -349,18 +349,24 @@ async def _cancel_on_signal(
 
 
 async def _until_signalled(work: Callable[[_Stop], Awaitable[int]]) -> int:
-    """``work``, cancelled by SIGINT or SIGTERM; then :class:`Interrupted`."""
+    """``work``, cancelled by SIGINT or SIGTERM; then :class:`Interrupted`.
+
+    A signal that ``work`` finished in spite of (it came during a shielded last
+    step, such as the run item's final update) stopped nothing: the work's own
+    exit code stands, so a completed import is not reported as a failure."""
     stop = _Stop()
     code = EXIT_FAILED
+    finished = False
     failure: Exception | None = None
     async with anyio.create_task_group() as tg:
         await tg.start(_cancel_on_signal, stop, tg.cancel_scope)
         try:
             code = await work(stop)
+            finished = True
         except Exception as exc:  # raised as it is, not in a task group's ExceptionGroup
             failure = exc
         tg.cancel_scope.cancel()
-    if stop.signum is not None:
+    if stop.signum is not None and not finished:
         raise Interrupted(stop.signum)
     if failure is not None:
         raise failure

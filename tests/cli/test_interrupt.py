@@ -190,3 +190,35 @@ async def test_a_run_started_with_sigint_ignored_goes_on_when_one_comes(tmp_path
             assert sorted(e["title"] for e in entries) == sorted(
                 [f"quick {i}" for i in range(30)] + [f"slow {i}" for i in range(5)]
             )
+
+
+async def test_a_signal_the_finished_work_no_longer_heeds_does_not_turn_success_into_failure() -> (
+    None
+):
+    """A signal that lands while the last, shielded step (the run item's final
+    update) is in flight comes too late to stop anything: the run ends with the
+    work's own exit code, not 130, so cron does not report a completed import
+    as failed."""
+    from importer.cli import _Stop, _until_signalled
+
+    async def work(stop: _Stop) -> int:
+        os.kill(os.getpid(), signal.SIGINT)
+        with anyio.CancelScope(shield=True):  # as the final "done" update is
+            await anyio.sleep(1)
+        assert stop.signum == signal.SIGINT  # the signal was taken while shielded
+        return 0
+
+    assert await _until_signalled(work) == 0
+
+
+async def test_a_signal_during_the_work_still_interrupts_it() -> None:
+    from importer.cli import Interrupted, _Stop, _until_signalled
+
+    async def work(stop: _Stop) -> int:
+        os.kill(os.getpid(), signal.SIGINT)
+        await anyio.sleep(10)
+        return 0
+
+    with pytest.raises(Interrupted) as raised:
+        await _until_signalled(work)
+    assert raised.value.signum == signal.SIGINT
