@@ -184,3 +184,31 @@ def test_which_writes_touch_runs() -> None:
     assert runs_touched("bulk", bulk, {"createItems": ["a", "r1"]}) == ["r1", "r2"]
     plugin_bulk = {"createItems": [{"type": "PluginRun"}]}
     assert runs_touched("bulk", plugin_bulk, {"createItems": ["p2"]}) == ["p2"]
+
+
+def test_an_importer_stopped_with_the_pod_records_its_run_interrupted(tmp_path: Path) -> None:
+    """The server keeps answering while it stops its importers, so an importer
+    told to stop (SIGTERM) records its own run ``interrupted``, counts and all,
+    instead of the launcher marking it ``failed``; what it imported stays."""
+    from importer.pod.local import running_pod
+    from tests.rss.feedserver import Resource, feed_server, rss
+
+    entries = [{"guid": f"q-{i}", "title": f"quick {i}"} for i in range(20)]
+    with feed_server() as feeds, running_pod(tmp_path / "pod", plugins=True) as url:
+        feeds.resources["/quick.xml"] = Resource(rss("Quick", entries))
+        feeds.resources["/slow.xml"] = Resource(rss("Slow", []), delay=60)
+        pod = Owner(url, app=None)
+        config = {"feeds": [feeds.url("/quick.xml"), feeds.url("/slow.xml")]}
+        _, _, run_id = pod.make_importer(config, connector="rss", handle="news@plugin.test")
+        deadline = time.monotonic() + 30
+        while not feeds.seen("/slow.xml") or not pod.item(run_id).get("createdCount"):
+            assert time.monotonic() < deadline, pod.item(run_id)
+            time.sleep(0.1)
+    with running_pod(tmp_path / "pod", plugins=False) as url:
+        stopped = Owner(url, app=None, owner=pod.owner, key=pod.key)
+        run = stopped.item(run_id)
+        titles = {item["title"] for item in stopped.search({"type": "RSSEntry"})}
+    assert run["status"] == "interrupted", run
+    assert run["error"] == "stopped by SIGTERM"
+    assert run["createdCount"] >= 20 and "outputTail" in run
+    assert titles == {f"quick {i}" for i in range(20)}

@@ -15,7 +15,9 @@ the token is revoked when the child exits.
   kept on the run item as ``outputTail``; a child that ended without
   recording an outcome leaves ``status = "failed"`` and its exit status.
 * Children run in their own session and are stopped (SIGTERM, then SIGKILL
-  after :data:`STOP_GRACE` seconds) when the server stops.
+  after :data:`STOP_GRACE` seconds) when the server stops, before it stops
+  answering (:meth:`PluginLauncher.stop`): a child that stops in time records
+  its own run ``interrupted``.
 """
 
 from __future__ import annotations
@@ -130,6 +132,10 @@ class PluginLauncher:
         self._tg: TaskGroup | None = None
         self._claimed: set[tuple[str, str]] = set()
         self._running: dict[tuple[str, str], str] = {}
+        self._launches: set[anyio.CancelScope] = set()
+        """One per child being started, watched or recorded: :meth:`stop` cancels them."""
+        self._all_ended = anyio.Event()
+        self._all_ended.set()
 
     def __repr__(self) -> str:
         return f"PluginLauncher({self.address!r}, running={len(self._running)})"
@@ -144,6 +150,18 @@ class PluginLauncher:
             finally:
                 self._tg = None
                 tg.cancel_scope.cancel()
+
+    async def stop(self) -> None:
+        """Start nothing more; stop every child and wait until its run's end is recorded.
+
+        A server calls this while it still answers requests: a child told to
+        stop (SIGTERM) then records its run ``interrupted`` itself, with its
+        counts, rather than failing to reach the Pod and being marked ``failed``.
+        """
+        self._tg = None
+        for scope in self._launches:
+            scope.cancel()
+        await self._all_ended.wait()
 
     def after_write(
         self, owner: str, database_key: str, endpoint: str, payload: Any, result: Any
@@ -216,7 +234,11 @@ class PluginLauncher:
             if self._tg is None:  # the server is stopping
                 return
             self._running[account] = run_id
-            self._tg.start_soon(self._launch, request, database_key, connector, account)
+            scope = anyio.CancelScope()
+            if not self._launches:
+                self._all_ended = anyio.Event()
+            self._launches.add(scope)
+            self._tg.start_soon(self._launch, request, database_key, connector, account, scope)
 
     # -- running ------------------------------------------------------------------
 
@@ -233,6 +255,22 @@ class PluginLauncher:
         return env
 
     async def _launch(
+        self,
+        request: _Request,
+        database_key: str,
+        connector: str,
+        account: tuple[str, str],
+        scope: anyio.CancelScope,
+    ) -> None:
+        try:
+            with scope:
+                await self._run_and_record(request, database_key, connector, account)
+        finally:
+            self._launches.discard(scope)
+            if not self._launches:
+                self._all_ended.set()
+
+    async def _run_and_record(
         self, request: _Request, database_key: str, connector: str, account: tuple[str, str]
     ) -> None:
         owner, run_id = request.owner, request.run_id

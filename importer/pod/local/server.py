@@ -11,7 +11,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,10 +29,17 @@ class ListenError(OSError):
 
 
 def _server(
-    app: Any, host: str, port: int, log_level: str, *, announce: bool = False
+    app: Any,
+    host: str,
+    port: int,
+    log_level: str,
+    *,
+    announce: bool = False,
+    before_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> uvicorn.Server:
     """``announce``: log where it serves once it does, as uvicorn does only
-    for a socket it bound itself."""
+    for a socket it bound itself.  ``before_shutdown`` runs once the server
+    is told to stop, while it still accepts and answers requests."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -42,6 +49,11 @@ def _server(
                 logging.getLogger("uvicorn.error").info(
                     "Uvicorn running on %s (Press CTRL+C to quit)", _url(host, port)
                 )
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if before_shutdown is not None:
+                await before_shutdown()
+            await super().shutdown(sockets)
 
     config = uvicorn.Config(
         app,
@@ -76,7 +88,11 @@ def serve(
         app = create_app(
             Path(data_dir), plugins=plugins, plugin_address=_own_address(host, port), **app_options
         )
-        _server(app, host, port, log_level, announce=True).run(sockets=[sock])
+        launcher = app.state.plugins
+        # Importers are stopped while the server still answers them: one told
+        # to stop then records its run ``interrupted`` itself.
+        stop = launcher.stop if launcher is not None else None
+        _server(app, host, port, log_level, announce=True, before_shutdown=stop).run(sockets=[sock])
     except KeyboardInterrupt:
         # uvicorn re-raises Ctrl-C after its graceful shutdown (stores closed).
         return
@@ -144,7 +160,8 @@ def running_pod(
     bound_port = sock.getsockname()[1]
     if launcher is not None and launcher.address is None:
         launcher.address = _own_address(host, bound_port)
-    server = _server(app, host, bound_port, log_level)
+    stop = launcher.stop if launcher is not None else None
+    server = _server(app, host, bound_port, log_level, before_shutdown=stop)
     failure: list[BaseException] = []
 
     def run() -> None:
