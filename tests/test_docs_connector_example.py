@@ -7,14 +7,16 @@ run against a real HTTP server and a real local Pod — so neither can rot.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
 from typing import Any
 
 from importer.testing import local_pod, run_connector, snapshot
-from tests.rss.feedserver import ATOM_TYPE, Resource, atom, feed_server, rss
+from importer.testing.feedserver import ATOM_TYPE, Resource, atom, feed_server, rss
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "connectors.md"
@@ -83,3 +85,30 @@ async def test_the_example_imports_and_then_only_what_changed(tmp_path: Path) ->
 async def test_the_testing_example_runs_as_printed(tmp_path: Path) -> None:
     testing = _load(_python_blocks()[1], "rss_doc_testing_example")
     await testing.test_feed(tmp_path)
+
+
+def _pytest_settings() -> str:
+    """The doc's ``pyproject.toml`` lines that let pytest run its async test."""
+    blocks: list[str] = re.findall(r"^```toml\n(.*?)^```$", DOC.read_text(), re.S | re.M)
+    settings = [block for block in blocks if "[tool.pytest.ini_options]" in block]
+    assert settings, "docs/connectors.md does not show the pytest settings its test needs"
+    return settings[0]
+
+
+def test_the_testing_example_passes_in_a_project_of_its_own(tmp_path: Path) -> None:
+    """A reader has the installed packages and the doc, not this repository's tests."""
+    site = tmp_path / "site"  # what installing the project puts on the path, and only that
+    site.mkdir()
+    for package in ("importer", "connectors"):
+        (site / package).symlink_to(ROOT / package, target_is_directory=True)
+    project = tmp_path / "author"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(_pytest_settings())
+    (project / "test_example.py").write_text(_python_blocks()[1])
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_example.py"]
+    done = subprocess.run(
+        command, cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout

@@ -18,8 +18,8 @@ import pytest
 from importer.pod import ClientAuth, PodClient
 from importer.pod.local import running_pod
 from importer.testing import snapshot
+from importer.testing.feedserver import Resource, feed_server, rss
 from tests.cli.test_cli import importer
-from tests.rss.feedserver import Resource, feed_server, rss
 
 SLOW = 40.0
 """The second feed's answer waits this long: the signal lands while the run waits for it."""

@@ -191,7 +191,7 @@ def test_an_importer_stopped_with_the_pod_records_its_run_interrupted(tmp_path: 
     told to stop (SIGTERM) records its own run ``interrupted``, counts and all,
     instead of the launcher marking it ``failed``; what it imported stays."""
     from importer.pod.local import running_pod
-    from tests.rss.feedserver import Resource, feed_server, rss
+    from importer.testing.feedserver import Resource, feed_server, rss
 
     entries = [{"guid": f"q-{i}", "title": f"quick {i}"} for i in range(20)]
     with feed_server() as feeds, running_pod(tmp_path / "pod", plugins=True) as url:

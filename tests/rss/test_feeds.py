@@ -16,8 +16,7 @@ from connectors.rss import RSSEntry, RSSFeed, connector
 from importer import web
 from importer.model import derive_id
 from importer.testing import check_connector, local_pod, run_connector, snapshot
-
-from .feedserver import ATOM_TYPE, Resource, atom, closed_port_url, feed_server, rss
+from importer.testing.feedserver import ATOM_TYPE, Resource, atom, closed_port_url, feed_server, rss
 
 
 def _millis(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:

@@ -7,8 +7,7 @@ from typing import Any
 
 from connectors.rss import RSSFeed, connector
 from importer.testing import local_pod, run_connector, snapshot
-
-from .feedserver import Resource, feed_server, rss
+from importer.testing.feedserver import Resource, feed_server, rss
 
 HOME = "https://status.example/"
 MONDAY = {"title": "Monday: all good", "link": HOME, "pubDate": "Mon, 06 May 2024 08:00:00 GMT"}

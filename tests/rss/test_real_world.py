@@ -10,9 +10,8 @@ import anyio
 
 from connectors.rss import RSSFeed, connector
 from importer.testing import local_pod, run_connector, snapshot
+from importer.testing.feedserver import Resource, feed_server, rss
 from importer.web import MAX_BYTES
-
-from .feedserver import Resource, feed_server, rss
 
 
 def _entries(snap: Any, feed_url: str) -> dict[str, dict[str, Any]]:

@@ -7,8 +7,7 @@ import httpx
 import pytest
 
 from importer import web
-
-from .feedserver import Resource, feed_server, rss
+from importer.testing.feedserver import Resource, feed_server, rss
 
 
 async def test_get_capped_gives_the_whole_answer_a_deadline_headers_to_last_byte() -> None:

@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .connector import Connector
-from .engine import EngineSettings, RunResult, run_import
-from .pod import ClientAuth, PodClient, RetryPolicy, load_keys, open_embedded_client
+from ..connector import Connector
+from ..engine import EngineSettings, RunResult, run_import
+from ..pod import ClientAuth, PodClient, RetryPolicy, load_keys, open_embedded_client
 
 __all__ = [
     "ConformanceError",
@@ -79,7 +79,7 @@ async def local_pod(
             await client.create_account()
             yield client
         return
-    from .pod.local import running_pod
+    from ..pod.local import running_pod
 
     keys = load_keys(data_dir)
     with running_pod(data_dir) as url:
