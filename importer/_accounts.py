@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._credentials import BINDING, CREDENTIALS, owner_of, place_of_config
 from .config import Config, ConfigError, format_validation_error
-from .connector import Connector, load_connector
+from .connector import Connector, load_connector, validate_options
 from .model import derive_id
 from .pod import PodClient
 from .schema import Account, Importer, ImporterRun
@@ -77,7 +77,7 @@ def _parse_options(connector: Connector[Any], importer: dict[str, Any], name: st
     if not isinstance(options, dict):
         raise AccountError(f"importer {name!r}: config must be a JSON object")
     try:
-        return connector.options_model.model_validate(options)
+        return validate_options(connector, options)
     except ValidationError as exc:
         raise AccountError(
             format_validation_error(exc, f"importer {name!r}", prefix="config")
@@ -167,7 +167,7 @@ def _needs_secret(connector: Connector[Any], options: BaseModel) -> bool:
 
 def _options(connector: Connector[Any], name: str, raw: dict[str, Any]) -> BaseModel:
     try:
-        return connector.options_model.model_validate(raw)
+        return validate_options(connector, raw)
     except ValidationError as exc:
         raise ConfigError.invalid(exc, "command line", prefix=f"account {name}") from None
 

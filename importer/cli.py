@@ -32,7 +32,13 @@ from ._logging import escape_controls, setup_logging
 from ._malloc import tune_malloc
 from ._plugin import PluginSetupError, is_plugin_mode, run_as_plugin
 from .config import AccountConfig, Config, ConfigError, load_config
-from .connector import Connector, ConnectorNotFound, load_connector, load_connectors
+from .connector import (
+    Connector,
+    ConnectorNotFound,
+    load_connector,
+    load_connectors,
+    validate_options,
+)
 from .engine import RunLocked, RunResult, run_import
 from .pod import KeyFileError, PodError
 from .secrets import SecretError
@@ -241,7 +247,7 @@ def _validated_options(
     connector: Connector[Any], name: str, options: dict[str, Any], source: str
 ) -> BaseModel:
     try:
-        return connector.options_model.model_validate(options)
+        return validate_options(connector, options)
     except ValidationError as exc:
         raise ConfigError.invalid(exc, source, prefix=f"accounts.{name}") from None
 

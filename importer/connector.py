@@ -9,12 +9,13 @@ group ``importer.connectors``; the built-in ones are registered the same way.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from .model import Item, Record
 
@@ -28,6 +29,7 @@ __all__ = [
     "ConnectorNotFound",
     "load_connector",
     "load_connectors",
+    "validate_options",
 ]
 
 ENTRY_POINT_GROUP = "importer.connectors"
@@ -71,6 +73,25 @@ class Connector(Generic[OptionsT]):
         """Option name -> JSON schema, for ``importer connectors``."""
         props: dict[str, Any] = self.options_model.model_json_schema().get("properties", {})
         return props
+
+
+def validate_options(connector: Connector[Any], raw: Mapping[str, Any]) -> BaseModel:
+    """``raw`` as the connector's options; a key they do not have is refused.
+
+    pydantic drops unknown keys by default, so a misspelt option would be ignored
+    without a word and the run go on without it.  A model that sets ``extra``
+    itself keeps its choice.
+    """
+    model = connector.options_model
+    if model.model_config.get("extra") is None:
+        _closed(model).model_validate(raw)  # every problem at once, unknown keys included
+    return model.model_validate(raw)
+
+
+@functools.cache
+def _closed(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` refusing keys it does not have."""
+    return type(model.__name__, (model,), {"model_config": ConfigDict(extra="forbid")})
 
 
 class ConnectorNotFound(LookupError):

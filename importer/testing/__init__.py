@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..connector import Connector
+from ..connector import Connector, validate_options
 from ..engine import EngineSettings, RunResult, run_import
 from ..pod import ClientAuth, PodClient, RetryPolicy, load_keys, open_embedded_client
 
@@ -102,7 +102,7 @@ async def run_connector(
 ) -> RunResult:
     """Run ``connector`` once for one account, as ``importer run`` would."""
     if not isinstance(options, BaseModel):
-        options = connector.options_model.model_validate(options)
+        options = validate_options(connector, options)
     return await run_import(
         client,
         connector,

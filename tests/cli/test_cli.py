@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from importer.testing.feedserver import Resource, feed_server, rss
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "connectors" / "email" / "samples" / "sample.mbox"
 
@@ -246,6 +248,23 @@ def test_a_feed_that_is_not_a_web_address_is_a_config_error(tmp_path: Path) -> N
     assert f"{path}: accounts.news.feeds.2: Value error, must be an http" in done.stderr
     assert "ftp://ann:***@example.org/f" in done.stderr and "hunter2" not in done.stderr
     assert "feeds.0" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_misspelt_option_is_a_config_error_and_nothing_is_imported(tmp_path: Path) -> None:
+    """An options model that does not say what to do with unknown keys refuses them:
+    ``timout`` would otherwise be dropped without a word, and the run go on without it."""
+    with feed_server() as server:
+        server.resources["/blog.xml"] = Resource(rss("Blog", [{"guid": "1", "title": "Hi"}]))
+        path = config_file(tmp_path)
+        path.write_text(
+            f'[accounts.news]\nconnector = "rss"\nfeeds = ["{server.url("/blog.xml")}"]\n'
+            "timout = 5\n"
+        )
+        done = importer("run", "rss", tmp_path=tmp_path)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert done.stderr.splitlines() == [f"importer: {path}: accounts.news.timout: unknown key"]
+        assert server.seen("/blog.xml") == []
+    assert search(tmp_path, "--type", "RSSEntry") == []
 
 
 def test_unknown_connector_and_account(tmp_path: Path) -> None:
