@@ -162,6 +162,25 @@ async def _declare_schema(client: Any, types: list[type[Item]]) -> None:
     await client.add_schema(nodes)
 
 
+def _type_name(item_type: type[Item]) -> str:
+    return item_type.item_type
+
+
+def _check_property_types(types: list[type[Item]]) -> None:
+    """One property name has one type in the Pod: a clash is named here, both sides shown
+    (the Pod's refusal says neither the connector's field nor the type it clashes with)."""
+    first: dict[str, tuple[str, str]] = {}  # lowercased name -> ("Type.name", value type)
+    for item_type in types:
+        for name, value_type in item_type.pod_schema().items():
+            here = f"{item_type.item_type}.{name}"
+            there, known = first.setdefault(name.lower(), (here, value_type))
+            if known != value_type:
+                raise TypeError(
+                    f"{here} is {value_type}, but {there} is {known}: a property name has one "
+                    f"type across all item types (compared case-insensitively); rename {here}"
+                )
+
+
 async def run_import(
     client: Any,
     connector: Connector[Any],
@@ -385,6 +404,7 @@ class _Run:
     # -- the run -------------------------------------------------------------
 
     async def execute(self) -> RunResult:
+        _check_property_types([*CENTRAL_TYPES, *self.connector.item_types])
         await _declare_schema(self.client, [*CENTRAL_TYPES, *self.connector.item_types])
         self.declared.update(CENTRAL_TYPES)
         self.declared.update(self.connector.item_types)
@@ -636,8 +656,12 @@ class _Run:
 
     async def _declare_new_types(self, batch: Batch) -> None:
         new = {entry.model for entry in batch.items.values()} - self.declared
+        if new:
+            _check_property_types(
+                sorted(self.declared, key=_type_name) + sorted(new, key=_type_name)
+            )
         if new and not self.dry_run:
-            await _declare_schema(self.client, sorted(new, key=lambda t: t.item_type))
+            await _declare_schema(self.client, sorted(new, key=_type_name))
         self.declared.update(new)
 
     async def _bulk_search(self, filters: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
 from pydantic import BaseModel
 
-from importer import Checkpoint, Connector, Record, Update
+from importer import Checkpoint, Connector, Item, Record, Update
 from importer.context import RunContext
 from importer.engine import EngineSettings, RunLocked
 from importer.model import derive_id
@@ -21,6 +22,7 @@ from .connectors import (
     AsyncNotes,
     Flagger,
     LinkedElsewhere,
+    NoOptions,
     Note,
     Page,
     Replay,
@@ -313,6 +315,46 @@ def test_custom_types_are_declared_by_the_engine() -> None:
         "starred": "Bool",
     }
     assert Tag.pod_schema() == {"name": "Text"}
+
+
+class Clip(Item):
+    """Its ``size`` is text, where the central ``File.size`` is an Integer."""
+
+    key_fields: ClassVar[tuple[str, ...]] = ("externalId",)
+
+    externalId: str | None = None
+    size: str | None = None
+
+
+CLASH = (
+    "Clip.size is Text, but File.size is Integer: a property name has one type across "
+    "all item types (compared case-insensitively); rename Clip.size"
+)
+
+
+async def test_a_property_typed_unlike_a_central_one_is_refused_naming_both(
+    tmp_path: Path,
+) -> None:
+    """Listed in ``item_types``: refused before the run starts; not listed: when first met."""
+
+    class Unlisted(Connector[NoOptions]):
+        name = "clips"
+        options_model = NoOptions
+
+        async def fetch(self, ctx: RunContext[NoOptions]) -> AsyncIterator[Record]:
+            yield Clip(externalId="c1", size="big")
+            yield Checkpoint({"done": True})
+
+    class Listed(Unlisted):
+        item_types = (Clip,)
+
+    async with local_pod(tmp_path / "pod") as pod:
+        with pytest.raises(TypeError) as raised:
+            await run_connector(Listed(), {}, client=pod, data_dir=tmp_path)
+        assert str(raised.value) == CLASH
+        result = await run_connector(Unlisted(), {}, client=pod, data_dir=tmp_path)
+        assert result.status == "failed" and result.error == f"TypeError: {CLASH}"
+        assert await pod.search({"type": "Clip"}) == []
 
 
 async def test_connector_stores_refreshed_tokens_on_its_account(tmp_path: Path) -> None:
