@@ -98,8 +98,20 @@ class ConnectorNotFound(LookupError):
     pass
 
 
-def _instantiate(obj: Any) -> Connector[Any]:
-    return obj() if isinstance(obj, type) else obj  # type: ignore[no-any-return]
+def _instantiate(obj: Any, registered: str) -> Connector[Any]:
+    """The connector an entry point names, refused if it goes by another name.
+
+    Importer items, checkpoints and the run lock know a connector by ``name``: one
+    copied under a new entry point but still named after the original would share
+    the original's.
+    """
+    connector: Connector[Any] = obj() if isinstance(obj, type) else obj
+    if connector.name != registered:
+        raise ValueError(
+            f"it is named {connector.name!r}: set name = {registered!r} in its class, "
+            "the name it is registered under"
+        )
+    return connector
 
 
 def load_connectors() -> dict[str, Connector[Any]]:
@@ -107,7 +119,7 @@ def load_connectors() -> dict[str, Connector[Any]]:
     found: dict[str, Connector[Any]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
-            found[ep.name] = _instantiate(ep.load())
+            found[ep.name] = _instantiate(ep.load(), ep.name)
         except Exception as exc:
             log.warning("connector %r could not be loaded: %s", ep.name, exc)
     return found
@@ -122,6 +134,6 @@ def load_connector(name: str) -> Connector[Any]:
             f"no connector named {name!r} is installed (installed: {known or 'none'})"
         )
     try:
-        return _instantiate(matches[0].load())
+        return _instantiate(matches[0].load(), name)
     except Exception as exc:
         raise ConnectorNotFound(f"connector {name!r} could not be loaded: {exc}") from None

@@ -267,6 +267,40 @@ def test_a_misspelt_option_is_a_config_error_and_nothing_is_imported(tmp_path: P
     assert search(tmp_path, "--type", "RSSEntry") == []
 
 
+def test_a_connector_registered_under_another_name_than_its_own_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The feeds connector copied as ``myfeeds`` but still named ``rss`` would share the
+    rss connector's Importer items, checkpoints and lock: it is refused, saying what to set."""
+    site = tmp_path / "site"  # an installed package of a connector author's, entry point and all
+    (site / "myfeeds").mkdir(parents=True)
+    (site / "myfeeds" / "__init__.py").write_text(
+        "from connectors.rss import FeedsConnector\n\nconnector = FeedsConnector()\n"
+    )
+    dist = site / "myfeeds-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myfeeds\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[importer.connectors]\nmyfeeds = myfeeds:connector\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    refusal = (
+        "connector 'myfeeds' could not be loaded: it is named 'rss': set name = 'myfeeds' "
+        "in its class, the name it is registered under"
+    )
+    with feed_server() as server:
+        server.resources["/blog.xml"] = Resource(rss("Blog", [{"guid": "1", "title": "Hi"}]))
+        config_file(tmp_path).write_text(
+            f'[accounts.news]\nconnector = "myfeeds"\nfeeds = ["{server.url("/blog.xml")}"]\n'
+        )
+        done = importer("run", "myfeeds", tmp_path=tmp_path, env=env)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert done.stderr.splitlines() == [f"importer: {refusal}"]
+        assert server.seen("/blog.xml") == []
+    assert search(tmp_path, "--type", "RSSEntry") == []
+    listed = importer("connectors", tmp_path=tmp_path, env=env)
+    assert listed.returncode == 0 and "rss:" in listed.stdout
+    assert "myfeeds" not in listed.stdout and refusal in listed.stderr
+
+
 def test_unknown_connector_and_account(tmp_path: Path) -> None:
     done = importer("run", "nosuch", tmp_path=tmp_path)
     assert done.returncode == 2 and "no connector named 'nosuch'" in done.stderr
