@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 from calendar import timegm
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from itertools import islice
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urljoin
 from xml.parsers.expat import errors
 from xml.sax import SAXParseException
@@ -33,6 +34,7 @@ __all__ = [
     "conditions",
     "cut_off",
     "feed_date",
+    "gathered",
     "get_capped",
     "parse_feed",
     "polite",
@@ -111,6 +113,31 @@ async def polite(
         await anyio.sleep(min(1.0 if wait is None else wait, max_wait))
         response = await send()
     return response
+
+
+T = TypeVar("T")
+
+
+async def gathered(calls: Iterable[Callable[[], Awaitable[T]]], at_once: int) -> AsyncIterator[T]:
+    """Each call's result, in order; the calls run ``at_once`` at a time.
+
+    Several sources are fetched in the time of the slowest, and only ``at_once``
+    results are held.  The calls of a group run in a task group that is closed
+    before any result is handed out: a task group must not stay open across a
+    generator's ``yield`` (the consumer may be cancelled there).
+    """
+
+    async def run(call: Callable[[], Awaitable[T]], results: list[Any], index: int) -> None:
+        results[index] = await call()
+
+    pending = iter(calls)
+    while group := list(islice(pending, at_once)):
+        results: list[Any] = [None] * len(group)
+        async with anyio.create_task_group() as tasks:
+            for index, call in enumerate(group):
+                tasks.start_soon(run, call, results, index)
+        for result in results:
+            yield result
 
 
 def skip_reason(exc: Exception) -> str:

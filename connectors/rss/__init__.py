@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, PositiveInt
 
 from importer import Checkpoint, Connector, DateTime, Edge, Item, Record, RunContext, web
 
@@ -51,6 +51,7 @@ class RSSEntry(Item):
 
 class Options(BaseModel):
     feeds: list[web.HttpURL]
+    concurrency: PositiveInt = 4  # feeds fetched at once
     timeout: float = 30.0
     user_agent: str = "importer-rss/0.1"
     max_retry_wait: float = 60.0  # seconds: the longest pause a Retry-After can impose
@@ -68,16 +69,16 @@ class FeedsConnector(Connector[Options]):
         ctx.progress(total=len(ctx.options.feeds))
         agent, timeout = {"User-Agent": ctx.options.user_agent}, ctx.options.timeout
         async with httpx.AsyncClient(headers=agent, timeout=timeout, follow_redirects=True) as http:
-            for url in ctx.options.feeds:
-                async for record in _feed(ctx, http, url):
-                    yield record
+            fetches = (partial(_get, ctx, http, url) for url in ctx.options.feeds)
+            async for answer in web.gathered(fetches, ctx.options.concurrency):  # a few at once
+                if answer is not None:  # None: failed, unchanged or no feed (skipped)
+                    async for record in _feed(ctx, answer):
+                        yield record
                 ctx.progress(advance=1)
 
 
-async def _feed(
-    ctx: RunContext[Options], http: httpx.AsyncClient, url: str
-) -> AsyncIterator[Record]:
-    """One feed's records; a feed that fails is skipped with its reason, the others go on."""
+async def _get(ctx: RunContext[Options], http: httpx.AsyncClient, url: str) -> Any:
+    """A feed's URL, answer and parsed content; None if there is nothing to import."""
     shown, auth = web.split_credentials(url)  # the feed's URL in the Pod and logs: no password
     try:  # the checkpoint is the headers of a conditional GET: unchanged, a feed answers 304
         sent = web.conditions(ctx.checkpoint(shown))
@@ -88,16 +89,22 @@ async def _feed(
         parsed = await anyio.to_thread.run_sync(web.parse_feed, response) if ok else None
     except Exception as exc:  # whatever breaks one feed is that feed's error alone
         ctx.skip(shown, web.skip_reason(exc))
-        return
+        return None
     if response.status_code == 304 and sent:  # unchanged since the last run
-        return
+        return None
     if parsed is None:  # a 304 to a plain GET is unchanged from nothing we have
         why = ", but no ETag or Last-Modified was sent" if response.status_code == 304 else ""
         ctx.skip(shown, f"HTTP {response.status_code} {response.reason_phrase}{why}")
-        return
-    if not parsed.entries and (parsed.bozo or not parsed.get("version")):
+    elif not parsed.entries and (parsed.bozo or not parsed.get("version")):
         ctx.skip(shown, f"malformed feed: {parsed.get('bozo_exception') or 'not RSS or Atom'}")
-        return
+    else:
+        return shown, response, parsed
+    return None
+
+
+async def _feed(ctx: RunContext[Options], answer: tuple[str, Any, Any]) -> AsyncIterator[Record]:
+    """One feed's records: the feed, its entries, then its checkpoint."""
+    shown, response, parsed = answer
     info, base = parsed.feed, str(response.url)  # not feedparser's: it would rewrite guids
     link = web.absolute(base, info.get("link"))
     feed = RSSFeed(url=shown, title=info.get("title"), link=link, description=info.get("subtitle"))

@@ -35,7 +35,9 @@ def _entries(name: str, count: int) -> list[dict[str, str]]:
 
 
 def _config(path: Path, quick: str, slow: str) -> Path:
-    path.write_text(f'[accounts.news]\nconnector = "rss"\nfeeds = ["{quick}", "{slow}"]\n')
+    # One feed at a time: the quick feed lands while the slow one is awaited.
+    feeds = f'feeds = ["{quick}", "{slow}"]\nconcurrency = 1\n'
+    path.write_text(f'[accounts.news]\nconnector = "rss"\n{feeds}')
     return path
 
 

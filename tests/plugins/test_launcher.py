@@ -198,7 +198,8 @@ def test_an_importer_stopped_with_the_pod_records_its_run_interrupted(tmp_path: 
         feeds.resources["/quick.xml"] = Resource(rss("Quick", entries))
         feeds.resources["/slow.xml"] = Resource(rss("Slow", []), delay=60)
         pod = Owner(url, app=None)
-        config = {"feeds": [feeds.url("/quick.xml"), feeds.url("/slow.xml")]}
+        quick_then_slow = [feeds.url("/quick.xml"), feeds.url("/slow.xml")]
+        config = {"feeds": quick_then_slow, "concurrency": 1}  # the quick one lands first
         _, _, run_id = pod.make_importer(config, connector="rss", handle="news@plugin.test")
         deadline = time.monotonic() + 30
         while not feeds.seen("/slow.xml") or not pod.item(run_id).get("createdCount"):

@@ -500,3 +500,47 @@ async def test_id_less_entries_sharing_a_link_stay_apart_and_others_keep_their_i
     assert entries["Post-mortem"]["externalId"] == "https://status.example/pm"
     said = "Neither id nor link\x00Just words\x00None"
     assert entries["Neither id nor link"]["externalId"] == hashlib.sha256(said.encode()).hexdigest()
+
+
+async def test_feeds_are_fetched_several_at_a_time_and_land_in_their_order(
+    tmp_path: Path,
+) -> None:
+    """Three feeds whose answers wait until all three were asked for: fetched one
+    after another, the first would wait for ever (the test fails at its deadline);
+    fetched together, all three import, and a fourth beyond ``concurrency`` too."""
+    import threading
+
+    release = threading.Event()
+    with feed_server() as server:
+        names = ["a", "b", "c", "d"]
+        for name in names[:3]:
+            server.resources[f"/{name}.xml"] = Resource(rss(name, BLOG_ITEMS[:1]), hold=release)
+        server.resources["/d.xml"] = Resource(rss("d", BLOG_ITEMS[1:2]))
+        feeds = [server.url(f"/{name}.xml") for name in names]
+
+        asked_together: list[bool] = []
+
+        def all_asked() -> None:
+            deadline = time.monotonic() + 20
+            while not all(server.seen(f"/{name}.xml") for name in names[:3]):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            else:
+                asked_together.append(True)
+            release.set()  # on time, or late: then the run below has waited 20 s for it
+
+        waiter = threading.Thread(target=all_asked)
+        waiter.start()
+        async with local_pod(tmp_path / "pod") as pod:
+            result = await run_connector(
+                connector, {"feeds": feeds, "concurrency": 3}, client=pod, data_dir=tmp_path
+            )
+            snap = await snapshot(pod)
+        waiter.join()
+    assert result.error is None and not result.skipped
+    assert sorted(f["title"] for f in snap.of_type("RSSFeed")) == names
+    assert len(snap.of_type("RSSEntry")) == 4
+    first_asked = max(server.seen(f"/{name}.xml")[0].at for name in names[:3])
+    assert first_asked < server.seen("/d.xml")[0].at  # the fourth waited for a free slot
+    assert asked_together, "the three held feeds were not asked for at the same time"
