@@ -143,6 +143,15 @@ def sigkill(proc: subprocess.Popen[bytes]) -> bool:
     return True
 
 
+def run_to_end(args: list[str], env: dict[str, str], log: Path) -> float:
+    """``python -m importer ARGS`` to its end, which must be a success; how long it took."""
+    began = time.monotonic()
+    proc = start(args, env, log)
+    code = proc.wait(timeout=600)
+    assert code == 0, log.read_text(errors="replace")[-3000:]
+    return time.monotonic() - began
+
+
 class PodServer:
     """``python -m importer pod serve`` in a child process that can be SIGKILLed and restarted."""
 
@@ -205,6 +214,58 @@ class RemoteOwner:
 
     def client(self, url: str) -> PodClient:
         return PodClient(url, self.owner_key, ClientAuth(self.database_key), retry=_READ_RETRY)
+
+
+class KillWindow:
+    """When to kill the next run: from just before it starts working to about
+    the end of its work.
+
+    Kills land in start-up, reads of the source, bulks, checkpoint writes and
+    uploads.  A run's work is estimated from the clean run's pace and the
+    records (messages, files) past the checkpoint, and the window ends before
+    the run's wind-down: a kill after it would find the run gone.  A run after
+    a kill that left records in the Pod past the checkpoint first re-checks
+    them (its first bulks are refused and resent), which that estimate misses:
+    so every trial that changed nothing (the same records, the same
+    checkpoint) while there was work to do stretches the next window by a
+    quarter of an idle run until one makes progress.  Otherwise the kills
+    would land in start-up again and again, and no checkpoint would ever be
+    written.
+    """
+
+    def __init__(
+        self,
+        rng: random.Random,
+        idle: float,
+        per_record: float,
+        *,
+        early: float = 0.6,
+        late: float = 0.8,
+    ) -> None:
+        self.rng = rng
+        self.idle = idle
+        self.per_record = per_record
+        self.early = early
+        """The window opens at this fraction of an idle run (about where start-up ends)."""
+        self.late = late
+        """The window closes at this fraction of an idle run plus the estimated work."""
+        self.stalls = 0
+        self._last: tuple[int, tuple[tuple[str, int], ...]] | None = None
+
+    def delay(self, beyond: int) -> float:
+        """The next kill's delay, for a run with ``beyond`` records past the checkpoint."""
+        work = self.per_record * beyond
+        stretch = self.stalls * self.idle * 0.25
+        end = (self.idle + work) * self.late + stretch
+        return self.rng.uniform(self.idle * self.early, end)
+
+    def observed(self, landed: int, reached: dict[str, int], beyond: int) -> None:
+        """What the Pod held after the trial (``landed`` records, the checkpoints'
+        progress per stream), and how many records the checkpoints have yet to
+        cover (none: nothing to make progress on)."""
+        state = (landed, tuple(sorted(reached.items())))
+        self.stalls = self.stalls + 1 if beyond and state == self._last else 0
+        self._last = state
 
 
 # -- reading the Pod --------------------------------------------------------------

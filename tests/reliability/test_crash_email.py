@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.email.dovecot import PASSWORD, DovecotServer
 from ._harness import (
     SEED,
     Corpus,
+    KillWindow,
     PodServer,
     RemoteOwner,
     assert_files_exact,
@@ -40,6 +40,7 @@ from ._harness import (
     read_embedded,
     read_remote,
     report,
+    run_to_end,
     scaled,
     sigkill,
     start,
@@ -129,14 +130,6 @@ def assert_checkpoint_not_ahead(mailbox: Mailbox, snap: PodSnapshot) -> dict[str
     return reached
 
 
-def run_to_end(args: list[str], env: dict[str, str], log: Path) -> float:
-    began = time.monotonic()
-    proc = start(args, env, log)
-    code = proc.wait(timeout=600)
-    assert code == 0, log.read_text(errors="replace")[-3000:]
-    return time.monotonic() - began
-
-
 async def reference_import(mailbox: Mailbox, home: Path) -> tuple[PodSnapshot, float, float]:
     """A clean import (timed) and an immediate re-run (timed: the fixed cost of a run)."""
     env = base_env(home, IMPORTER_IMAP_PASSWORD=PASSWORD)
@@ -155,43 +148,6 @@ async def assert_equals_reference(
     assert_same_data(landed, reference)
     await assert_files_exact(client, landed, mailbox.corpus)
     assert not landed.of_type("PendingEdge"), "pending edges left although every message landed"
-
-
-class _KillWindow:
-    """When to kill the next run: from just before it starts working to about
-    the end of its work.
-
-    Kills land in start-up, fetches, bulks, checkpoint writes and uploads.  A
-    run's work is estimated from the clean run's pace and the messages past
-    the checkpoint, and the window ends before the run's wind-down: a kill
-    after it would find the run gone.  A run after a kill that left messages
-    in the Pod past the checkpoint first re-checks them (its first bulks are
-    refused and resent), which that estimate misses: so every trial that
-    changed nothing (the same messages, the same checkpoint) while there was
-    work to do stretches the next window by a quarter of an idle run until
-    one makes progress.  Otherwise the kills would land in start-up again and
-    again, no checkpoint would ever be written and no new mail delivered.
-    """
-
-    def __init__(self, rng: random.Random, idle: float, per_message: float) -> None:
-        self.rng = rng
-        self.idle = idle
-        self.per_message = per_message
-        self.stalls = 0
-        self._last: tuple[int, tuple[tuple[str, int], ...]] | None = None
-
-    def delay(self, beyond: int) -> float:
-        """The next kill's delay, for a run with ``beyond`` messages past the checkpoint."""
-        work = self.per_message * beyond
-        stretch = self.stalls * self.idle * 0.25
-        return self.rng.uniform(self.idle * 0.6, self.idle * 0.8 + work * 0.8 + stretch)
-
-    def observed(self, messages: int, reached: dict[str, int], beyond: int) -> None:
-        """What the Pod held after the trial, and how many messages the
-        checkpoint has yet to cover (none: nothing to make progress on)."""
-        state = (messages, tuple(sorted(reached.items())))
-        self.stalls = self.stalls + 1 if beyond and state == self._last else 0
-        self._last = state
 
 
 @pytest.mark.slow
@@ -217,7 +173,7 @@ async def test_sigkilled_imap_imports_end_with_exactly_the_mailbox(
     env = base_env(home, IMPORTER_IMAP_PASSWORD=PASSWORD)
     kills, reached = 0, {folder: 0 for folder in FOLDERS}
     checkpointed_during_kills = False
-    window = _KillWindow(rng, idle, per_message)
+    window = KillWindow(rng, idle, per_message)
     for trial in range(IMPORTER_KILLS):
         if not mailbox.beyond(reached) and (first := next(waves, None)) is not None:
             mailbox.deliver(range(first, min(count, first + wave)))
@@ -279,7 +235,7 @@ async def test_sigkilled_pod_server_ends_with_exactly_the_mailbox(
             **owner.env(server.url),
         )
         kills, failed = 0, 0
-        window = _KillWindow(rng, idle, per_message)
+        window = KillWindow(rng, idle, per_message)
         for trial in range(POD_KILLS):
             if not mailbox.beyond(reached) and (first := next(waves, None)) is not None:
                 mailbox.deliver(range(first, min(count, first + wave)))
