@@ -428,6 +428,10 @@ class Resolver:
             self.known.discard(update["id"])
         for item_id, digest in plan.counted:
             self.known.put(item_id, self._shared(NOT_COUNTED + digest))
+        for payload in plan.uploads:
+            # A File item found in the Pod without content: known, it would
+            # be planned without its upload, and nothing would upload it later.
+            self.known.discard(payload.file.ensure_id())
         for key in plan.create_edges:
             self.edges_known.discard(key)
         for key in plan.pending_added:

@@ -3,7 +3,7 @@
 Each write bulk waits until the test applies it, in the order the test
 picks; applying can lose the answer (the Pod committed, then died), and the
 client's retry of the same bulk, applied later, then meets what the Pod
-holds by then. Searches are answered at once. Everything runs in one thread
+holds by then. Searches and file uploads are answered at once. Everything runs in one thread
 on one event loop, so a schedule replays exactly.
 """
 
@@ -24,7 +24,7 @@ from importer.engine._batch import BatchBuilder
 from importer.engine._resolve import Resolver
 from importer.engine._stats import RunStats
 from importer.engine._writer import Writer
-from importer.pod.errors import PodError, error_for_status
+from importer.pod.errors import PodConflict, PodError, error_for_status
 from importer.pod.local._db import create_database
 from importer.pod.local._errors import PodHTTPError
 from importer.pod.local._store import Store
@@ -85,6 +85,30 @@ class SteppedPod:
         await sent.answered.wait()
         if sent.error is not None:
             raise sent.error
+
+    async def upload_file(self, content: bytes | Path, sha256: str) -> bool:
+        """Store ``content`` at once, as the Pod's upload does; False if it was stored (409)."""
+        data = content if isinstance(content, bytes) else await anyio.Path(content).read_bytes()
+        writer = None
+        try:
+            self.store.check_upload(sha256)
+            writer = self.store.files.writer(len(data))
+            writer.write_all([data])
+            assert writer.finish() == sha256
+            writer.place(sha256)
+            self.store.store_blob(sha256, writer)
+        except PodHTTPError as exc:
+            error = error_for_status(exc.status, exc.message)
+            if isinstance(error, PodConflict):
+                return False
+            raise error from None
+        finally:
+            if writer is not None:
+                writer.discard()
+        return True
+
+    def has_content(self, sha256: str) -> bool:
+        return self.store.blob_key(sha256) is not None
 
     def apply(self, index: int = 0, *, lose_answer: bool = False) -> PodError | None:
         """Apply waiting bulk ``index``; with ``lose_answer`` its retry stays waiting."""

@@ -20,6 +20,7 @@ from importer.pod.errors import PodError
 from importer.testing import local_pod, run_connector, snapshot
 
 from .connectors import Note
+from .stepped import SteppedPod, open_store, run_batches
 
 GONE = "file could not be read for upload: No such file or directory"
 CHANGED = "file changed after it was read: its content no longer matches its sha256"
@@ -225,3 +226,33 @@ async def test_a_big_file_whose_bytes_survive_a_change_while_sent_is_stored(
         result = await run_connector(Folder(), {"folder": folder}, client=pod, data_dir=tmp_path)
         assert result.error is None and result.skipped == []
         assert await stored(pod, data)
+
+
+async def test_a_resent_bulk_still_uploads_a_file_the_pod_holds_without_content(
+    tmp_path: Path,
+) -> None:
+    """A run before this one landed a File item but not its content (killed mid-upload).
+
+    This run yields the file again with a new note. Its first bulk creates
+    the File item and is refused (409); checked again, the File item is found
+    without content, so its upload is planned, with the note. That bulk is
+    applied but its answer lost, and its retry is refused (the note exists).
+    Resolved once more, the File item counted as known from the first check:
+    no upload was planned, and a checkpoint after it covered a file that no
+    later run would upload (a photo whose original never got content).
+    """
+    data = b"the original, never uploaded"
+    payload = File.payload(data, filename="a.jpg")
+    note = Note(externalId="a", title="a")
+    with open_store(tmp_path / "pod") as store:
+        store.bulk({"createItems": [payload.file.to_pod()]})
+        pod = SteppedPod(store)
+        lose = [False, True]  # answer the first bulk, lose the second's answer
+
+        def schedule(pod: SteppedPod) -> None:
+            pod.apply(0, lose_answer=lose.pop(0) if lose else False)
+
+        await run_batches(pod, [[payload, note, Edge(note, "attachment", payload.file)]], schedule)
+        assert not lose, "the schedule was not played out"
+        assert pod.has_edge(note.ensure_id(), "attachment", payload.file.ensure_id())
+        assert pod.has_content(payload.sha256)
