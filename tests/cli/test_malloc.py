@@ -14,9 +14,10 @@ pytestmark = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="the settings are glibc's (mallopt)"
 )
 
-# Prints the arenas glibc made for six threads that each allocate, and
-# whether a 2 MiB block was mapped on its own after an 8 MiB one was freed
-# (which, untouched, raises glibc's dynamic mmap threshold to 8 MiB).
+# Prints the arenas glibc made for six threads that each allocate; whether a
+# 6 MiB block was mapped on its own after a 16 MiB one was freed (which,
+# untouched, raises glibc's dynamic mmap threshold to 16 MiB); whether a
+# 3 MiB block was; and whether its pages were kept once it was freed.
 _PROBE = r"""
 import ctypes, re, sys, tempfile, threading
 if sys.argv[1] == "cli":
@@ -61,10 +62,18 @@ with tempfile.NamedTemporaryFile(suffix=".xml") as out:
 done.set()
 for thread in threads:
     thread.join()
-libc.free(libc.malloc(8 << 20))
+libc.free(libc.malloc(16 << 20))
 before = libc.mallinfo2().hblkhd
-block = libc.malloc(2 << 20)
-print("ARENAS", arenas, "MAPPED", libc.mallinfo2().hblkhd - before >= 2 << 20)
+block = libc.malloc(6 << 20)
+mapped = libc.mallinfo2().hblkhd - before >= 6 << 20
+libc.free(block)
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(3 << 20)
+small_mapped = libc.mallinfo2().hblkhd - before >= 3 << 20
+heap = libc.mallinfo2().arena
+libc.free(block)
+kept = not small_mapped and libc.mallinfo2().arena >= heap
+print("ARENAS", arenas, "MAPPED", mapped, small_mapped, "KEPT", kept)
 """
 
 
@@ -83,15 +92,16 @@ def _probe(mode: str, **env: str) -> str:
 
 
 def test_the_command_line_caps_arenas_and_maps_big_buffers_on_their_own() -> None:
-    assert _probe("cli") == "ARENAS 2 MAPPED True"
-    # Without it, six threads get arenas of their own and the 2 MiB block
+    assert _probe("cli") == "ARENAS 2 MAPPED True False KEPT True"
+    # Without it, six threads get arenas of their own and the 6 MiB block
     # comes from an arena (what the probe checks is glibc's, not a stand-in).
     untouched = _probe("none")
-    assert untouched.endswith("MAPPED False"), untouched
+    assert untouched.endswith("MAPPED False False KEPT True"), untouched
     assert int(untouched.split()[1]) > 2, untouched
 
 
 def test_a_users_own_malloc_variables_win() -> None:
-    assert _probe("cli", MALLOC_ARENA_MAX="4", MALLOC_MMAP_THRESHOLD_="33554432") == (
-        "ARENAS 4 MAPPED False"
-    )
+    mine = {"MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "33554432"}
+    assert _probe("cli", **mine) == "ARENAS 4 MAPPED False False KEPT True"
+    # A trim threshold below the freed block gives its pages back at once.
+    assert _probe("cli", MALLOC_TRIM_THRESHOLD_="131072").endswith("KEPT False")
