@@ -130,6 +130,8 @@ async def gathered(calls: Iterable[Callable[[], Awaitable[T]]], at_once: int) ->
     async def run(call: Callable[[], Awaitable[T]], results: list[Any], index: int) -> None:
         results[index] = await call()
 
+    if at_once < 1:
+        raise ValueError(f"at_once must be 1 or more, not {at_once}")
     pending = iter(calls)
     while group := list(islice(pending, at_once)):
         results: list[Any] = [None] * len(group)
