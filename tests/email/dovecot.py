@@ -40,9 +40,16 @@ PASSWORD = "secret-pw"
 """Every test user's password."""
 
 
+def _program(name: str) -> str | None:
+    """Where ``name`` is: on PATH, or in the sbin folders Debian installs Dovecot to
+    (a PATH may leave them out: a user's default one, or a bare ``env -i``)."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return shutil.which(name, path=path)
+
+
 def dovecot_available() -> str | None:
     """Why the private server cannot run here, or None if it can."""
-    if shutil.which("dovecot") is None or shutil.which("doveadm") is None:
+    if _program("dovecot") is None or _program("doveadm") is None:
         return "dovecot is not installed (apt-get install dovecot-imapd)"
     if os.geteuid() != 0:
         return "the private Dovecot server needs root (it drops to dovecot/nobody itself)"
@@ -215,7 +222,7 @@ class DovecotServer:
     def _launch(self) -> None:
         with (self.root / "stdout.log").open("wb") as stdout:
             self._process = subprocess.Popen(
-                ["dovecot", "-F", "-c", str(self.conf)],
+                [_program("dovecot") or "dovecot", "-F", "-c", str(self.conf)],
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=subprocess.STDOUT,
@@ -349,7 +356,7 @@ class DovecotServer:
         """Change a folder's UIDVALIDITY, as a server does when it renumbers."""
         subprocess.run(
             [
-                "doveadm",
+                _program("doveadm") or "doveadm",
                 "-c",
                 str(self.conf),
                 "mailbox",
