@@ -11,7 +11,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,8 @@ from .app import create_app
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from ._plugins import PluginLauncher
 
 __all__ = ["ListenError", "running_pod", "serve"]
 
@@ -35,11 +37,12 @@ def _server(
     log_level: str,
     *,
     announce: bool = False,
-    before_shutdown: Callable[[], Awaitable[None]] | None = None,
+    launcher: PluginLauncher | None = None,
 ) -> uvicorn.Server:
     """``announce``: log where it serves once it does, as uvicorn does only
-    for a socket it bound itself.  ``before_shutdown`` runs once the server
-    is told to stop, while it still accepts and answers requests."""
+    for a socket it bound itself.  ``launcher``: the importers it started are
+    stopped once the server is told to stop, while it still answers them, so
+    each one records its run ``interrupted`` itself."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -51,8 +54,8 @@ def _server(
                 )
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            if before_shutdown is not None:
-                await before_shutdown()
+            if launcher is not None:
+                await launcher.stop()
             await super().shutdown(sockets)
 
     config = uvicorn.Config(
@@ -88,11 +91,8 @@ def serve(
         app = create_app(
             Path(data_dir), plugins=plugins, plugin_address=_own_address(host, port), **app_options
         )
-        launcher = app.state.plugins
-        # Importers are stopped while the server still answers them: one told
-        # to stop then records its run ``interrupted`` itself.
-        stop = launcher.stop if launcher is not None else None
-        _server(app, host, port, log_level, announce=True, before_shutdown=stop).run(sockets=[sock])
+        server = _server(app, host, port, log_level, announce=True, launcher=app.state.plugins)
+        server.run(sockets=[sock])
     except KeyboardInterrupt:
         # uvicorn re-raises Ctrl-C after its graceful shutdown (stores closed).
         return
@@ -160,8 +160,7 @@ def running_pod(
     bound_port = sock.getsockname()[1]
     if launcher is not None and launcher.address is None:
         launcher.address = _own_address(host, bound_port)
-    stop = launcher.stop if launcher is not None else None
-    server = _server(app, host, bound_port, log_level, before_shutdown=stop)
+    server = _server(app, host, bound_port, log_level, launcher=launcher)
     failure: list[BaseException] = []
 
     def run() -> None:
